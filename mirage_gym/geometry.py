@@ -1,0 +1,320 @@
+"""Camera geometry: poses, intrinsics, projection and the camera action model.
+
+Conventions (DESIGN.md section 3), used everywhere in the project:
+
+* A pose is a 4x4 float64 camera-to-world matrix. Camera axes are OpenCV's:
+  x right, y down, z forward. The world frame is the camera frame at reset, in metres.
+* Intrinsics are a 3x3 pixel matrix. Pixel ``(i, j)`` (column, row) covers
+  ``[i, i+1) x [j, j+1)`` so its centre is at ``(i + 0.5, j + 0.5)`` and the principal
+  point of a centred camera is ``(W/2, H/2)``. With this convention resizing the image
+  grid (for instance to the latent grid) scales the intrinsics exactly.
+* Depth is z-depth (along the optical axis), ``inf`` where nothing is hit.
+
+The camera rig keeps ``(x, y, z, yaw, pitch, roll)`` so that pitch can be clamped and
+walking stays horizontal whatever the camera looks at. Yaw turns about the world's
+down axis (positive = turn right), pitch about the camera's x axis (positive = look
+up), roll about the optical axis.
+
+No gymnasium import here: the world core, the memories and the scenes all use it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_pose(pose: np.ndarray | torch.Tensor, name: str = "pose", atol: float = 1e-4) -> None:
+    """Raise ``ValueError`` unless ``pose`` is a finite rigid 4x4 (or Bx4x4) transform."""
+    p = torch.as_tensor(pose).detach().to("cpu", torch.float64)
+    if p.shape[-2:] != (4, 4) or p.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (4, 4) or (B, 4, 4), got {tuple(p.shape)}")
+    if not torch.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    last = p[..., 3, :]
+    if not torch.allclose(last, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64).expand_as(last), atol=atol):
+        raise ValueError(f"{name} must have last row [0, 0, 0, 1], got {last.tolist()}")
+    rot = p[..., :3, :3]
+    eye = torch.eye(3, dtype=torch.float64).expand_as(rot)
+    if not torch.allclose(rot @ rot.transpose(-1, -2), eye, atol=atol):
+        raise ValueError(f"{name} rotation block is not orthonormal (pose is not rigid)")
+    if not torch.all(torch.linalg.det(rot) > 0):
+        raise ValueError(f"{name} rotation block has determinant -1 (a reflection, not a rotation)")
+
+
+def check_intrinsics(intrinsics: np.ndarray | torch.Tensor, name: str = "intrinsics") -> None:
+    """Raise ``ValueError`` unless ``intrinsics`` is a finite pinhole 3x3 (or Bx3x3) matrix."""
+    k = torch.as_tensor(intrinsics).detach().to("cpu", torch.float64)
+    if k.shape[-2:] != (3, 3) or k.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (3, 3) or (B, 3, 3), got {tuple(k.shape)}")
+    if not torch.isfinite(k).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if not (torch.all(k[..., 0, 0] > 0) and torch.all(k[..., 1, 1] > 0)):
+        raise ValueError(f"{name} focal lengths must be positive")
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(k[..., 2, :])
+    if not torch.allclose(k[..., 2, :], bottom):
+        raise ValueError(f"{name} must have last row [0, 0, 1]")
+
+
+# --------------------------------------------------------------------------- intrinsics
+
+
+def intrinsics_from_fov(width: int, height: int, fov_deg: float = 90.0) -> np.ndarray:
+    """Pinhole intrinsics (float64) with square pixels and horizontal FOV ``fov_deg``."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive, got {width}x{height}")
+    if not 0.0 < fov_deg < 180.0:
+        raise ValueError(f"fov_deg must be in (0, 180), got {fov_deg}")
+    f = 0.5 * width / math.tan(math.radians(fov_deg) / 2.0)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def scale_intrinsics(intrinsics, src_hw: tuple[int, int], dst_hw: tuple[int, int]):
+    """Intrinsics for the same camera sampled on a ``dst_hw`` grid instead of ``src_hw``.
+
+    Works for numpy arrays and torch tensors, single or batched.
+    """
+    sy = dst_hw[0] / src_hw[0]
+    sx = dst_hw[1] / src_hw[1]
+    k = intrinsics.clone() if isinstance(intrinsics, torch.Tensor) else np.array(intrinsics, dtype=np.float64)
+    k[..., 0, :] = k[..., 0, :] * sx
+    k[..., 1, :] = k[..., 1, :] * sy
+    return k
+
+
+# --------------------------------------------------------------------------- poses
+
+
+def invert_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Inverse of a rigid transform (..., 4, 4) without a general matrix inverse."""
+    rot = pose[..., :3, :3]
+    trans = pose[..., :3, 3:]
+    out = torch.zeros_like(pose)
+    out[..., :3, :3] = rot.transpose(-1, -2)
+    out[..., :3, 3:] = -rot.transpose(-1, -2) @ trans
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def _rot_x(a: np.ndarray) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
+
+
+def _rot_y(a: np.ndarray) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
+
+
+def _rot_z(a: np.ndarray) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+
+def pose_from_state(state: np.ndarray) -> np.ndarray:
+    """Camera-to-world pose(s) from rig state(s) ``(..., 6)`` = x, y, z, yaw, pitch, roll (radians).
+
+    ``R = R_yaw @ R_pitch @ R_roll``: yaw about world y (down; positive turns toward +x,
+    i.e. right), pitch about camera x (positive tilts the optical axis toward -y, i.e.
+    up), roll about the optical axis.
+    """
+    state = np.asarray(state, dtype=np.float64)
+    if state.shape[-1] != 6:
+        raise ValueError(f"state must have a last dimension of 6, got shape {state.shape}")
+    yaw, pitch, roll = state[..., 3], state[..., 4], state[..., 5]
+    rot = _rot_y(yaw) @ _rot_x(pitch) @ _rot_z(roll)
+    pose = np.zeros(state.shape[:-1] + (4, 4))
+    pose[..., :3, :3] = rot
+    pose[..., :3, 3] = state[..., :3]
+    pose[..., 3, 3] = 1.0
+    return pose
+
+
+def look_at_pose(eye, target, up=(0.0, -1.0, 0.0)) -> np.ndarray:
+    """Camera-to-world pose at ``eye`` whose optical axis points at ``target`` (OpenCV axes)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    z = np.asarray(target, dtype=np.float64) - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(-np.asarray(up, dtype=np.float64), z)  # camera y is down, so "up" is -y
+    if np.linalg.norm(x) < 1e-9:
+        raise ValueError("look_at_pose: view direction is parallel to up")
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
+    return pose
+
+
+# --------------------------------------------------------------------------- projection
+
+
+def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Homogeneous pixel-centre coordinates ``(H, W, 3)`` = (u, v, 1)."""
+    v, u = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype) + 0.5,
+        torch.arange(width, device=device, dtype=dtype) + 0.5,
+        indexing="ij",
+    )
+    return torch.stack([u, v, torch.ones_like(u)], dim=-1)
+
+
+def unproject_depth(depth: torch.Tensor, intrinsics: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """World points ``(..., H, W, 3)`` of every pixel of a z-depth map ``(..., H, W)``.
+
+    ``intrinsics`` ``(..., 3, 3)`` must match the depth grid; ``pose`` ``(..., 4, 4)`` is
+    camera-to-world. Non-finite depth gives non-finite points (the caller masks them).
+    """
+    h, w = depth.shape[-2:]
+    dtype = depth.dtype
+    pix = pixel_grid(h, w, device=depth.device, dtype=dtype)
+    k_inv = torch.linalg.inv(intrinsics.to(dtype))
+    rays = torch.einsum("...ij,hwj->...hwi", k_inv, pix)  # z component is 1
+    cam = rays * depth.unsqueeze(-1)
+    rot = pose[..., :3, :3].to(dtype)
+    trans = pose[..., :3, 3].to(dtype)
+    return torch.einsum("...ij,...hwj->...hwi", rot, cam) + trans[..., None, None, :]
+
+
+def project_points(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.Tensor):
+    """Project world points ``(N, 3)`` into a camera; returns ``(uv (N, 2), z (N,))``.
+
+    ``uv`` are continuous pixel coordinates (pixel ``i`` spans ``[i, i+1)``); ``z`` is
+    camera z-depth. Points with ``z <= 0`` get meaningless ``uv``: cull them by ``z``.
+    """
+    world_to_cam = invert_pose(pose.to(points.dtype))
+    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    z = cam[:, 2]
+    k = intrinsics.to(points.dtype)
+    safe_z = torch.where(z.abs() > 1e-9, z, torch.full_like(z, 1e-9))
+    u = k[0, 0] * cam[:, 0] / safe_z + k[0, 1] * cam[:, 1] / safe_z + k[0, 2]
+    v = k[1, 1] * cam[:, 1] / safe_z + k[1, 2]
+    return torch.stack([u, v], dim=-1), z
+
+
+def splat_nearest(
+    points: torch.Tensor,
+    intrinsics: torch.Tensor,
+    pose: torch.Tensor,
+    height: int,
+    width: int,
+    near: float = 1e-3,
+):
+    """Z-buffered point splat: for each cell of an ``height x width`` grid, the nearest point.
+
+    Projects ``points`` (N, 3) with ``intrinsics`` for that grid, culls points behind
+    ``near`` or outside the frustum, rounds to the cell containing the projection, and
+    keeps the nearest point per cell. Returns ``(cell_index (M,), point_index (M,),
+    depth (M,))`` for the M filled cells: a flat index ``row * width + col``. Fully
+    vectorised; ties are broken toward the lower point index, so it is deterministic.
+    """
+    if points.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=points.device)
+        return empty, empty, torch.zeros(0, dtype=points.dtype, device=points.device)
+    uv, z = project_points(points, intrinsics, pose)
+    col = torch.floor(uv[:, 0])
+    row = torch.floor(uv[:, 1])
+    inside = (z > near) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    idx = torch.nonzero(inside, as_tuple=True)[0]
+    cell = row[idx].long() * width + col[idx].long()
+    depth = z[idx]
+    # nearest point per cell: min depth by scatter, then the lowest index among the ties
+    best = torch.full((height * width,), math.inf, dtype=depth.dtype, device=depth.device)
+    best.scatter_reduce_(0, cell, depth, reduce="amin")
+    winner = depth <= best[cell]
+    big = torch.iinfo(torch.long).max
+    first = torch.full((height * width,), big, dtype=torch.long, device=depth.device)
+    first.scatter_reduce_(0, cell[winner], idx[winner], reduce="amin")
+    filled = torch.nonzero(first != big, as_tuple=True)[0]
+    point_index = first[filled]
+    return filled, point_index, best[filled]
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Action(enum.IntEnum):
+    """The default discrete navigation set (step sizes come from :class:`RigConfig`)."""
+
+    MOVE_FORWARD = 0
+    MOVE_BACKWARD = 1
+    STRAFE_LEFT = 2
+    STRAFE_RIGHT = 3
+    TURN_LEFT = 4
+    TURN_RIGHT = 5
+    LOOK_UP = 6
+    LOOK_DOWN = 7
+    NOOP = 8
+
+
+# Each discrete action as a unit continuous action (dx, dy, dz, dyaw, dpitch, droll).
+_DISCRETE_TO_CONTINUOUS = np.zeros((len(Action), 6))
+_DISCRETE_TO_CONTINUOUS[Action.MOVE_FORWARD, 2] = 1.0
+_DISCRETE_TO_CONTINUOUS[Action.MOVE_BACKWARD, 2] = -1.0
+_DISCRETE_TO_CONTINUOUS[Action.STRAFE_LEFT, 0] = -1.0
+_DISCRETE_TO_CONTINUOUS[Action.STRAFE_RIGHT, 0] = 1.0
+_DISCRETE_TO_CONTINUOUS[Action.TURN_LEFT, 3] = -1.0
+_DISCRETE_TO_CONTINUOUS[Action.TURN_RIGHT, 3] = 1.0
+_DISCRETE_TO_CONTINUOUS[Action.LOOK_UP, 4] = 1.0
+_DISCRETE_TO_CONTINUOUS[Action.LOOK_DOWN, 4] = -1.0
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """Step sizes of the camera rig. Translations in metres, angles in degrees."""
+
+    move_step: float = 0.2
+    turn_step_deg: float = 15.0
+    pitch_step_deg: float = 15.0
+    roll_step_deg: float = 15.0
+    pitch_limit_deg: float = 60.0
+    roll_limit_deg: float = 45.0
+
+
+def discrete_to_continuous(action) -> np.ndarray:
+    """Unit 6-DoF action(s) for discrete action id(s); raises ``ValueError`` on unknown ids."""
+    a = np.asarray(action)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"action must be an integer id in [0, {len(Action) - 1}], got {action!r}")
+    if np.any(a < 0) or np.any(a >= len(Action)):
+        raise ValueError(f"action must be an integer id in [0, {len(Action) - 1}], got {action!r}")
+    return _DISCRETE_TO_CONTINUOUS[a]
+
+
+def apply_motion(state: np.ndarray, motion: np.ndarray, rig: RigConfig = RigConfig()) -> np.ndarray:
+    """Next rig state(s) after a continuous action ``motion (..., 6)`` in ``[-1, 1]``.
+
+    Translation (dx right, dy down, dz forward) is expressed in the heading frame (yaw
+    only), so walking stays horizontal whatever the pitch; dy moves along world y.
+    Rotations are added to yaw, pitch and roll; pitch and roll are clamped.
+    """
+    state = np.asarray(state, dtype=np.float64)
+    motion = np.asarray(motion, dtype=np.float64)
+    if motion.shape[-1] != 6:
+        raise ValueError(f"motion must have a last dimension of 6, got shape {motion.shape}")
+    if not np.all(np.isfinite(motion)):
+        raise ValueError("motion contains NaN or inf")
+    if np.any(np.abs(motion) > 1.0 + 1e-6):
+        raise ValueError(f"motion components must lie in [-1, 1], got {motion}")
+    yaw = state[..., 3]
+    step = motion[..., :3] * rig.move_step
+    c, s = np.cos(yaw), np.sin(yaw)
+    out = state.copy()
+    out[..., 0] += c * step[..., 0] + s * step[..., 2]
+    out[..., 1] += step[..., 1]
+    out[..., 2] += -s * step[..., 0] + c * step[..., 2]
+    out[..., 3] = yaw + math.radians(rig.turn_step_deg) * motion[..., 3]
+    out[..., 3] = (out[..., 3] + math.pi) % (2 * math.pi) - math.pi
+    pitch_lim = math.radians(rig.pitch_limit_deg)
+    out[..., 4] = np.clip(state[..., 4] + math.radians(rig.pitch_step_deg) * motion[..., 4], -pitch_lim, pitch_lim)
+    roll_lim = math.radians(rig.roll_limit_deg)
+    out[..., 5] = np.clip(state[..., 5] + math.radians(rig.roll_step_deg) * motion[..., 5], -roll_lim, roll_lim)
+    return out

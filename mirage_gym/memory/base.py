@@ -1,0 +1,112 @@
+"""What every spatial memory shares: the readout type, input checks, depth pooling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mirage_gym.geometry import check_intrinsics, check_pose
+
+
+@dataclass
+class MemoryReadout:
+    """Memory projected onto one camera.
+
+    ``features`` (C, h, w) are zero where invalid, ``mask`` (1, h, w) is 1.0 where a
+    remembered point landed, ``depth`` (1, h, w) is its z-depth (``inf`` where invalid).
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def coverage(self) -> float:
+        """Share of the grid covered by memory."""
+        return float(self.mask.mean())
+
+
+def as_tensor(value, name: str, device, dtype=torch.float32) -> torch.Tensor:
+    """A tensor copy of ``value`` on ``device``; raises ``ValueError`` for unconvertible input."""
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be array-like, got {type(value).__name__}") from exc
+    if dtype is not None:
+        t = t.to(dtype)
+    return t.to(device)
+
+
+def checked_pose(pose, device) -> torch.Tensor:
+    check_pose(pose, "pose")
+    if torch.as_tensor(pose).ndim != 2:
+        raise ValueError(f"pose must have shape (4, 4), got {tuple(torch.as_tensor(pose).shape)}")
+    return as_tensor(pose, "pose", device, torch.float64)
+
+
+def checked_intrinsics(intrinsics, device) -> torch.Tensor:
+    check_intrinsics(intrinsics, "intrinsics")
+    if torch.as_tensor(intrinsics).ndim != 2:
+        raise ValueError(f"intrinsics must have shape (3, 3), got {tuple(torch.as_tensor(intrinsics).shape)}")
+    return as_tensor(intrinsics, "intrinsics", device, torch.float64)
+
+
+def checked_depth(depth, device) -> torch.Tensor:
+    """A (H, W) float depth map: no NaN and no negative values (``inf`` means sky)."""
+    d = as_tensor(depth, "depth", device, torch.float32)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"depth must have shape (H, W), got {tuple(d.shape)}")
+    if torch.isnan(d).any():
+        raise ValueError("depth contains NaN")
+    if (d < 0).any():
+        raise ValueError("depth must be non-negative (use inf for sky)")
+    return d
+
+
+def checked_keep_mask(keep_mask, shape, device) -> torch.Tensor:
+    if keep_mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    m = torch.as_tensor(keep_mask).to(device)
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(f"keep_mask must have shape {tuple(shape)} like depth, got {tuple(m.shape)}")
+    return m.bool()
+
+
+def checked_grid(value, name: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a pair (height, width), got {value!r}") from exc
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return h, w
+
+
+def pool_depth(depth: torch.Tensor, keep: torch.Tensor, grid_hw: tuple[int, int], mode: str = "area"):
+    """Depth (H, W) pooled onto a coarser grid, and which cells are fully kept.
+
+    A cell is kept only if every pixel in it is kept (finite, static): a cell that mixes
+    sky or a dynamic object with static surface would write a point floating between
+    them. ``area`` averages the cell's depths (what Mirage's ablation favours);
+    ``median`` takes their median (more robust at depth edges).
+    """
+    h, w = grid_hw
+    big_h, big_w = depth.shape
+    if big_h % h or big_w % w:
+        raise ValueError(f"depth grid {big_h}x{big_w} is not a whole multiple of the feature grid {h}x{w}")
+    fy, fx = big_h // h, big_w // w
+    cells_keep = keep & torch.isfinite(depth) & (depth > 0)
+    cell_keep = F.avg_pool2d(cells_keep[None, None].float(), (fy, fx))[0, 0] > 0.999
+    safe = torch.where(cells_keep, depth, torch.zeros_like(depth))
+    if mode == "area":
+        pooled = F.avg_pool2d(safe[None, None], (fy, fx))[0, 0]
+    elif mode == "median":
+        blocks = safe.reshape(h, fy, w, fx).permute(0, 2, 1, 3).reshape(h, w, fy * fx)
+        pooled = blocks.median(dim=-1).values
+    else:
+        raise ValueError(f"depth_pooling must be 'area' or 'median', got {mode!r}")
+    return pooled, cell_keep

@@ -1,0 +1,355 @@
+"""Latent spatial memory: the generator's own latent cells, lifted to 3D and kept in a voxel hash.
+
+Mirage's mechanism (DESIGN.md section 1): every kept latent cell is lifted to a world
+point with depth pooled to the latent grid, and memory is read by projecting the points
+onto the target camera *at latent resolution* with a z-buffer. No pixel rendering and no
+encoder call happen on the read path.
+
+Where Mirage appends every point, this memory keeps one entry per voxel (the first
+confident write wins, so the seed view is never degraded) and a capacity cap with
+least-recently-seen eviction, so memory and per-step cost stay flat over unbounded
+episodes. Everything is vectorised torch on the memory's device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mirage_gym.geometry import scale_intrinsics, splat_nearest, unproject_depth
+from mirage_gym.memory.base import (
+    MemoryReadout,
+    as_tensor,
+    checked_depth,
+    checked_grid,
+    checked_intrinsics,
+    checked_keep_mask,
+    checked_pose,
+    pool_depth,
+)
+
+_KEY_BITS = 21
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)
+_NO_SLOT = -1
+
+
+def voxel_keys(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One int64 key per point for its voxel, and which points are inside the hashable range.
+
+    21 bits per axis: at 5 cm voxels that spans about 100 km, far beyond any scene.
+    """
+    ijk = torch.floor(xyz / voxel_size).long() + _KEY_OFFSET
+    in_range = ((ijk >= 0) & (ijk < (1 << _KEY_BITS))).all(dim=1)
+    ijk = ijk.clamp(0, (1 << _KEY_BITS) - 1)
+    keys = (ijk[:, 0] << (2 * _KEY_BITS)) | (ijk[:, 1] << _KEY_BITS) | ijk[:, 2]
+    return keys, in_range
+
+
+class LatentSpatialMemory:
+    """A bounded 3D memory of latent vectors, read at latent resolution.
+
+    Args:
+        channels: latent channels C of every written feature grid.
+        voxel_size: edge of a hash voxel in metres; one entry per voxel.
+        capacity: most entries kept; beyond it the least recently seen are evicted
+            (``None`` for unbounded).
+        depth_pooling: ``"area"`` (mean, Mirage's choice) or ``"median"``.
+        far: points farther than this (metres) are treated like sky and not written.
+        confident: confidence at or above which a written entry is final; a less
+            confident entry is replaced by a later, more confident write of its voxel.
+        feature_dtype: storage dtype of latent vectors (float32 keeps reads exact).
+        device: where all tensors live.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        voxel_size: float = 0.05,
+        capacity: int | None = 262_144,
+        depth_pooling: str = "area",
+        far: float = 100.0,
+        confident: float = 0.5,
+        feature_dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ):
+        if int(channels) <= 0:
+            raise ValueError(f"channels must be positive, got {channels}")
+        if not voxel_size > 0:
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        if capacity is not None and int(capacity) <= 0:
+            raise ValueError(f"capacity must be positive or None, got {capacity}")
+        if depth_pooling not in ("area", "median"):
+            raise ValueError(f"depth_pooling must be 'area' or 'median', got {depth_pooling!r}")
+        if not far > 0:
+            raise ValueError(f"far must be positive, got {far}")
+        self.channels = int(channels)
+        self.voxel_size = float(voxel_size)
+        self.capacity = None if capacity is None else int(capacity)
+        self.depth_pooling = depth_pooling
+        self.far = float(far)
+        self.confident = float(confident)
+        self.feature_dtype = feature_dtype
+        self.device = torch.device(device)
+        self.clear()
+
+    # ------------------------------------------------------------------ storage
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._alloc(1024)
+        self.size = 0
+        self.clock = 0
+
+    def _alloc(self, rows: int) -> None:
+        dev = self.device
+        self._xyz = torch.zeros(rows, 3, device=dev)
+        self._features = torch.zeros(rows, self.channels, dtype=self.feature_dtype, device=dev)
+        self._keys = torch.zeros(rows, dtype=torch.long, device=dev)
+        self._last_seen = torch.zeros(rows, dtype=torch.long, device=dev)
+        self._confidence = torch.zeros(rows, device=dev)
+        # sorted view of the keys, for O(M log N) look-ups of a frame's M keys
+        self._sorted_keys = torch.zeros(0, dtype=torch.long, device=dev)
+        self._sorted_slots = torch.zeros(0, dtype=torch.long, device=dev)
+
+    def _grow(self, needed: int) -> None:
+        rows = self._xyz.shape[0]
+        if needed <= rows:
+            return
+        new_rows = max(needed, 2 * rows)
+        for name in ("_xyz", "_features", "_keys", "_last_seen", "_confidence"):
+            old = getattr(self, name)
+            new = torch.zeros((new_rows,) + tuple(old.shape[1:]), dtype=old.dtype, device=old.device)
+            new[: self.size] = old[: self.size]
+            setattr(self, name, new)
+
+    def _reindex(self) -> None:
+        keys = self._keys[: self.size]
+        self._sorted_keys, self._sorted_slots = torch.sort(keys)
+
+    def _lookup(self, keys: torch.Tensor) -> torch.Tensor:
+        """Slot of each key, or ``_NO_SLOT``."""
+        if self._sorted_keys.numel() == 0:
+            return torch.full_like(keys, _NO_SLOT)
+        pos = torch.searchsorted(self._sorted_keys, keys).clamp(max=self._sorted_keys.numel() - 1)
+        hit = self._sorted_keys[pos] == keys
+        return torch.where(hit, self._sorted_slots[pos], torch.full_like(keys, _NO_SLOT))
+
+    def _insert_sorted(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
+        """Merge new (absent, unique) keys into the sorted index in O(N + M log N)."""
+        order = torch.argsort(keys)
+        keys, slots = keys[order], slots[order]
+        old_keys, old_slots = self._sorted_keys, self._sorted_slots
+        n, m = old_keys.numel(), keys.numel()
+        pos = torch.searchsorted(old_keys, keys)
+        new_at = pos + torch.arange(m, device=keys.device)
+        old_at = torch.arange(n, device=keys.device) + torch.searchsorted(pos, torch.arange(n, device=keys.device), right=True)
+        merged_keys = torch.empty(n + m, dtype=torch.long, device=keys.device)
+        merged_slots = torch.empty(n + m, dtype=torch.long, device=keys.device)
+        merged_keys[new_at], merged_slots[new_at] = keys, slots
+        merged_keys[old_at], merged_slots[old_at] = old_keys, old_slots
+        self._sorted_keys, self._sorted_slots = merged_keys, merged_slots
+
+    def _evict(self) -> None:
+        """Drop the least recently seen entries down to 90% of capacity (batched, so rare)."""
+        keep_n = int(self.capacity * 0.9)
+        order = torch.argsort(self._last_seen[: self.size], descending=True, stable=True)
+        keep = torch.sort(order[:keep_n]).values
+        for name in ("_xyz", "_features", "_keys", "_last_seen", "_confidence"):
+            buf = getattr(self, name)
+            buf[:keep_n] = buf[keep]
+        self.size = keep_n
+        self._reindex()
+
+    # ------------------------------------------------------------------ write / read
+
+    def write(
+        self,
+        features,
+        depth,
+        pose,
+        intrinsics,
+        keep_mask=None,
+        confidence: float | torch.Tensor = 1.0,
+        reject_closer_than_memory: float | None = None,
+    ) -> int:
+        """Lift a latent grid to 3D and store it; returns the number of new entries.
+
+        Args:
+            features: (C, h, w) latent grid.
+            depth: (H, W) z-depth at image resolution, ``inf`` for sky; (H, W) must be a
+                whole multiple of (h, w). It is pooled onto the latent grid.
+            pose: 4x4 camera-to-world of the frame.
+            intrinsics: 3x3 intrinsics of the (H, W) depth grid.
+            keep_mask: (H, W) bool, False for pixels not to remember (sky, dynamic
+                objects). A latent cell is written only if all its pixels are kept.
+            confidence: scalar or (h, w) in [0, 1]; known depth is 1, predicted less.
+            reject_closer_than_memory: if set, a cell whose depth is closer than the
+                remembered surface there by more than this fraction is not written: it
+                is likely a moving object in front of static memory (a reprojection
+                residual check).
+        """
+        feats = as_tensor(features, "features", self.device, torch.float32)
+        if feats.ndim != 3 or feats.shape[0] != self.channels:
+            raise ValueError(f"features must have shape ({self.channels}, h, w), got {tuple(feats.shape)}")
+        if not torch.isfinite(feats).all():
+            raise ValueError("features contain NaN or inf")
+        d = checked_depth(depth, self.device)
+        pose_t = checked_pose(pose, self.device)
+        k = checked_intrinsics(intrinsics, self.device)
+        keep = checked_keep_mask(keep_mask, d.shape, self.device)
+        grid = tuple(feats.shape[1:])
+        conf = torch.as_tensor(confidence, dtype=torch.float32, device=self.device)
+        if conf.ndim == 0:
+            conf = conf.expand(grid)
+        if tuple(conf.shape) != grid or not torch.isfinite(conf).all():
+            raise ValueError(f"confidence must be a finite scalar or have shape {grid}")
+
+        pooled, cell_keep = pool_depth(d, keep & (d < self.far), grid, self.depth_pooling)
+        k_grid = scale_intrinsics(k, tuple(d.shape), grid)
+        if reject_closer_than_memory is not None:
+            seen = self.read(pose_t, k_grid, grid, touch=False)
+            closer = pooled < seen.depth[0] * (1.0 - reject_closer_than_memory)
+            cell_keep &= ~(closer & (seen.mask[0] > 0))
+        self.clock += 1
+        xyz = unproject_depth(pooled.double(), k_grid, pose_t).float()[cell_keep]
+        if xyz.shape[0] == 0:
+            return 0
+        feats = feats.permute(1, 2, 0)[cell_keep]
+        conf = conf[cell_keep]
+        cell_depth = pooled[cell_keep]
+
+        keys, in_range = voxel_keys(xyz, self.voxel_size)
+        if not in_range.all():
+            keys, xyz, feats, conf, cell_depth = keys[in_range], xyz[in_range], feats[in_range], conf[in_range], cell_depth[in_range]
+        # one candidate per voxel within the frame: the most confident, then the nearest
+        order = torch.argsort(cell_depth - 1e6 * conf, stable=True)
+        uniq, inverse = torch.unique(keys, return_inverse=True)
+        first = torch.full((uniq.numel(),), order.numel(), dtype=torch.long, device=self.device)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=self.device)
+        first.scatter_reduce_(0, inverse, rank, reduce="amin")
+        pick = order[first]
+        keys, xyz, feats, conf = keys[pick], xyz[pick], feats[pick], conf[pick]
+
+        slots = self._lookup(keys)
+        known = slots != _NO_SLOT
+        known_slots = slots[known]
+        self._last_seen[known_slots] = self.clock
+        upgrade = (self._confidence[known_slots] < self.confident) & (conf[known] > self._confidence[known_slots])
+        up_slots = known_slots[upgrade]
+        self._xyz[up_slots] = xyz[known][upgrade]
+        self._features[up_slots] = feats[known][upgrade].to(self.feature_dtype)
+        self._confidence[up_slots] = conf[known][upgrade]
+
+        fresh = ~known
+        n_new = int(fresh.sum())
+        if n_new:
+            start = self.size
+            self._grow(start + n_new)
+            sl = slice(start, start + n_new)
+            self._xyz[sl] = xyz[fresh]
+            self._features[sl] = feats[fresh].to(self.feature_dtype)
+            self._keys[sl] = keys[fresh]
+            self._last_seen[sl] = self.clock
+            self._confidence[sl] = conf[fresh]
+            self.size = start + n_new
+            self._insert_sorted(keys[fresh], torch.arange(start, start + n_new, device=self.device))
+            if self.capacity is not None and self.size > self.capacity:
+                self._evict()
+        return n_new
+
+    def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
+        """Project memory onto a camera at ``grid_size`` (h, w); nearest point wins per cell.
+
+        ``intrinsics`` are for ``image_size`` (H, W) if given, else for the grid itself.
+        With ``touch`` the points that win a cell count as seen now (for eviction).
+        """
+        pose_t = checked_pose(pose, self.device)
+        k = checked_intrinsics(intrinsics, self.device)
+        h, w = checked_grid(grid_size, "grid_size")
+        if image_size is not None:
+            k = scale_intrinsics(k, checked_grid(image_size, "image_size"), (h, w))
+        cells, points, depth = splat_nearest(self._xyz[: self.size], k.float(), pose_t.float(), h, w)
+        features = torch.zeros(h * w, self.channels, device=self.device)
+        features[cells] = self._features[points].float()
+        mask = torch.zeros(h * w, device=self.device)
+        mask[cells] = 1.0
+        depth_map = torch.full((h * w,), float("inf"), device=self.device)
+        depth_map[cells] = depth
+        if touch:
+            self._last_seen[points] = self.clock
+        return MemoryReadout(
+            features=features.T.reshape(self.channels, h, w),
+            mask=mask.reshape(1, h, w),
+            depth=depth_map.reshape(1, h, w),
+        )
+
+    # ------------------------------------------------------------------ stats / state
+
+    @property
+    def bytes_per_entry(self) -> int:
+        feature_bytes = self.channels * torch.finfo(self.feature_dtype).bits // 8
+        # xyz, features, key, last_seen, confidence, and the sorted index (key + slot)
+        return 3 * 4 + feature_bytes + 8 + 8 + 4 + 16
+
+    def stats(self) -> dict:
+        """Entries, bytes held by live entries, and occupied voxels (one entry per voxel)."""
+        return {"points": self.size, "bytes": self.size * self.bytes_per_entry, "voxels": self.size}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (safetensors-friendly); config travels separately via :meth:`config`."""
+        n = self.size
+        return {
+            "xyz": self._xyz[:n].clone(),
+            "features": self._features[:n].clone(),
+            "keys": self._keys[:n].clone(),
+            "last_seen": self._last_seen[:n].clone(),
+            "confidence": self._confidence[:n].clone(),
+            "clock": torch.tensor(self.clock, dtype=torch.long),
+        }
+
+    def config(self) -> dict:
+        return {
+            "channels": self.channels,
+            "voxel_size": self.voxel_size,
+            "capacity": self.capacity,
+            "depth_pooling": self.depth_pooling,
+            "far": self.far,
+            "confident": self.confident,
+            "feature_dtype": str(self.feature_dtype).removeprefix("torch."),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from :meth:`state_dict`; validates everything before touching ``self``."""
+        expected = {"xyz", "features", "keys", "last_seen", "confidence", "clock"}
+        missing = expected - set(state)
+        if missing:
+            raise ValueError(f"memory state is missing {sorted(missing)}")
+        n = state["keys"].shape[0]
+        shapes = {
+            "xyz": (n, 3),
+            "features": (n, self.channels),
+            "keys": (n,),
+            "last_seen": (n,),
+            "confidence": (n,),
+            "clock": (),
+        }
+        for name, shape in shapes.items():
+            if tuple(state[name].shape) != shape:
+                raise ValueError(f"memory state {name!r} must have shape {shape}, got {tuple(state[name].shape)}")
+        if not (torch.isfinite(state["xyz"]).all() and torch.isfinite(state["features"].float()).all()):
+            raise ValueError("memory state contains NaN or inf")
+        keys, _ = voxel_keys(state["xyz"].float(), self.voxel_size)
+        if not torch.equal(keys, state["keys"].long()) or torch.unique(keys).numel() != n:
+            raise ValueError("memory state keys do not match its points (corrupt or another voxel_size)")
+        self._alloc(max(n, 1024))
+        self._xyz[:n] = state["xyz"].to(self.device, torch.float32)
+        self._features[:n] = state["features"].to(self.device, self.feature_dtype)
+        self._keys[:n] = state["keys"].to(self.device, torch.long)
+        self._last_seen[:n] = state["last_seen"].to(self.device, torch.long)
+        self._confidence[:n] = state["confidence"].to(self.device, torch.float32)
+        self.size = n
+        self.clock = int(state["clock"])
+        self._reindex()
