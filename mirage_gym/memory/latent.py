@@ -13,6 +13,8 @@ episodes. Everything is vectorised torch on the memory's device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from mirage_gym.geometry import scale_intrinsics, splat_nearest, unproject_depth
@@ -42,6 +44,15 @@ def voxel_keys(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torc
     ijk = ijk.clamp(0, (1 << _KEY_BITS) - 1)
     keys = (ijk[:, 0] << (2 * _KEY_BITS)) | (ijk[:, 1] << _KEY_BITS) | ijk[:, 2]
     return keys, in_range
+
+
+@dataclass
+class WriteResult:
+    """What a write did: ``added`` new entries; ``static_xyz`` (M, 3) the lifted points of
+    every static cell of the frame, written or not (explored-space bookkeeping uses them)."""
+
+    added: int
+    static_xyz: torch.Tensor
 
 
 class LatentSpatialMemory:
@@ -170,8 +181,9 @@ class LatentSpatialMemory:
         keep_mask=None,
         confidence: float | torch.Tensor = 1.0,
         reject_closer_than_memory: float | None = None,
-    ) -> int:
-        """Lift a latent grid to 3D and store it; returns the number of new entries.
+        skip_cells=None,
+    ) -> WriteResult:
+        """Lift a latent grid to 3D and store it.
 
         Args:
             features: (C, h, w) latent grid.
@@ -186,6 +198,8 @@ class LatentSpatialMemory:
                 remembered surface there by more than this fraction is not written: it
                 is likely a moving object in front of static memory (a reprojection
                 residual check).
+            skip_cells: optional (h, w) bool of cells not to write (e.g. cells the frame
+                copied from memory), though they still count as seen.
         """
         feats = as_tensor(features, "features", self.device, torch.float32)
         if feats.ndim != 3 or feats.shape[0] != self.channels:
@@ -203,16 +217,24 @@ class LatentSpatialMemory:
         if tuple(conf.shape) != grid or not torch.isfinite(conf).all():
             raise ValueError(f"confidence must be a finite scalar or have shape {grid}")
 
-        pooled, cell_keep = pool_depth(d, keep & (d < self.far), grid, self.depth_pooling)
+        pooled, static = pool_depth(d, keep & (d < self.far), grid, self.depth_pooling)
         k_grid = scale_intrinsics(k, tuple(d.shape), grid)
+        cell_keep = static.clone()
+        if skip_cells is not None:
+            skip = torch.as_tensor(skip_cells, device=self.device).bool()
+            if tuple(skip.shape) != grid:
+                raise ValueError(f"skip_cells must have shape {grid}, got {tuple(skip.shape)}")
+            cell_keep &= ~skip
         if reject_closer_than_memory is not None:
             seen = self.read(pose_t, k_grid, grid, touch=False)
             closer = pooled < seen.depth[0] * (1.0 - reject_closer_than_memory)
             cell_keep &= ~(closer & (seen.mask[0] > 0))
         self.clock += 1
-        xyz = unproject_depth(pooled.double(), k_grid, pose_t).float()[cell_keep]
+        lifted = unproject_depth(pooled.double(), k_grid, pose_t).float()
+        result = WriteResult(added=0, static_xyz=lifted[static])
+        xyz = lifted[cell_keep]
         if xyz.shape[0] == 0:
-            return 0
+            return result
         feats = feats.permute(1, 2, 0)[cell_keep]
         conf = conf[cell_keep]
         cell_depth = pooled[cell_keep]
@@ -255,7 +277,8 @@ class LatentSpatialMemory:
             self._insert_sorted(keys[fresh], torch.arange(start, start + n_new, device=self.device))
             if self.capacity is not None and self.size > self.capacity:
                 self._evict()
-        return n_new
+        result.added = n_new
+        return result
 
     def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
         """Project memory onto a camera at ``grid_size`` (h, w); nearest point wins per cell.
@@ -282,6 +305,13 @@ class LatentSpatialMemory:
             mask=mask.reshape(1, h, w),
             depth=depth_map.reshape(1, h, w),
         )
+
+    def distance_to(self, point) -> float:
+        """Distance (metres) from ``point`` (3,) to the nearest remembered point; inf if empty."""
+        if self.size == 0:
+            return float("inf")
+        p = torch.as_tensor(point, dtype=torch.float32, device=self.device).reshape(1, 3)
+        return float(((self._xyz[: self.size] - p) ** 2).sum(dim=1).min().sqrt())
 
     # ------------------------------------------------------------------ stats / state
 

@@ -1,0 +1,1 @@
+"""Env specs as data: the registered ids and their presets (see specs.json)."""

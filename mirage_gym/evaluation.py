@@ -1,0 +1,97 @@
+"""Scripted episodes on procedural scenes with their ground truth, for quality measurement.
+
+A world starts from a render of the scene at an *anchor* pose ``A``; the world frame is
+that camera's frame, so a world pose ``Q`` is the scene pose ``A @ Q`` and the scene's
+exact render there is the ground truth of every generated frame. Many scenes run as the
+worlds of one batched :class:`~mirage_gym.world.World` (one generator forward per step).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mirage_gym.geometry import Action, discrete_to_continuous, pose_from_state
+from mirage_gym.memory import static_keep_mask
+from mirage_gym.scenes import make_scene
+from mirage_gym.world import World, WorldConfig
+
+HELD_OUT_SEED = 10_000  # training uses seeds below this
+
+# the loops of the quality benchmark: actions, then (step a, step b) pairs that show one pose
+LOOPS = {
+    "turn_360": ([Action.TURN_RIGHT] * 24, [(0, 24)]),
+    "out_and_back": ([Action.MOVE_FORWARD] * 8 + [Action.MOVE_BACKWARD] * 8, [(0, 16)]),
+    "revisit_generated": ([Action.TURN_RIGHT] * 6 + [Action.TURN_LEFT] * 6 + [Action.TURN_RIGHT] * 6, [(6, 18)]),
+}
+
+
+@dataclass
+class Episode:
+    """Frames of one scripted run over several worlds: index [step][world]."""
+
+    rgb: np.ndarray  # (T+1, B, H, W, 3) uint8, step 0 = the seed frame
+    depth: np.ndarray  # (T+1, B, H, W)
+    true_rgb: np.ndarray  # (T+1, B, H, W, 3)
+    true_depth: np.ndarray  # (T+1, B, H, W)
+    coverage: np.ndarray  # (T+1, B) share of the view memory covered before generating
+    poses: np.ndarray  # (T+1, B, 4, 4) world poses
+    collision: np.ndarray  # (T+1, B)
+    seconds_per_step: float  # world.step time for all worlds together
+
+
+def free_anchor(scene, distance: float = 1.8, clearance: float = 0.35) -> np.ndarray:
+    """A level pose at the scene's start whose straight path of ``distance`` is free."""
+    steps = np.linspace(0.0, distance, 10)
+    for yaw in np.radians(np.arange(0, 360, 30)):
+        heading = np.array([np.sin(yaw), 0.0, np.cos(yaw)])
+        if scene.is_free(steps[:, None] * heading, clearance).all():
+            return pose_from_state(np.array([0, 0, 0, yaw, 0, 0]))
+    return np.eye(4)
+
+
+def run_episode(backend, scene_seeds, actions, config: WorldConfig, seed: int = 0) -> Episode:
+    """Start one world per scene at a free anchor and apply ``actions`` to all of them."""
+    scenes = [make_scene(int(s)) for s in scene_seeds]
+    anchors = [free_anchor(s) for s in scenes]
+    world = World(backend, config, num_worlds=len(scenes))
+    h, w = config.height, config.width
+    rgb, depth, true_rgb, true_depth, cov, poses, coll = [], [], [], [], [], [], []
+    seeds = []
+    for i, (scene, anchor) in enumerate(zip(scenes, anchors)):
+        r = scene.render(anchor, w, h, fov_deg=config.fov_deg)
+        keep = static_keep_mask(r.depth, r.labels, far=config.far).numpy()
+        seeds.append(world.reset(i, r.rgb, r.depth, keep, seed=seed + i))
+    rgb.append(np.concatenate([f.rgb for f in seeds]))
+    depth.append(np.concatenate([f.depth for f in seeds]))
+    true_rgb.append(rgb[0].copy())
+    true_depth.append(depth[0].copy())
+    cov.append(np.ones(len(scenes)))
+    poses.append(world.poses)
+    coll.append(np.zeros(len(scenes), bool))
+    stepping = 0.0
+    for action in actions:
+        start = time.perf_counter()
+        frame = world.step(np.repeat(discrete_to_continuous(action)[None], len(scenes), 0))
+        stepping += time.perf_counter() - start
+        rgb.append(frame.rgb)
+        depth.append(frame.depth)
+        cov.append(1.0 - frame.novelty)
+        poses.append(frame.pose)
+        coll.append(frame.collision)
+        truths = [scene.render(anchor @ pose, w, h, fov_deg=config.fov_deg) for scene, anchor, pose in zip(scenes, anchors, frame.pose)]
+        true_rgb.append(np.stack([t.rgb for t in truths]))
+        true_depth.append(np.stack([t.depth for t in truths]))
+    seconds = stepping / max(1, len(actions))
+    return Episode(
+        rgb=np.stack(rgb),
+        depth=np.stack(depth),
+        true_rgb=np.stack(true_rgb),
+        true_depth=np.stack(true_depth),
+        coverage=np.stack(cov),
+        poses=np.stack(poses),
+        collision=np.stack(coll),
+        seconds_per_step=seconds,
+    )

@@ -1,0 +1,43 @@
+"""Explored-space bookkeeping: which coarse voxels a world has ever observed.
+
+Kept apart from the latent memory because memory evicts (capacity cap) while coverage
+must not forget: the explore reward pays for voxels seen for the first time.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mirage_gym.memory.latent import voxel_keys
+
+
+class CoverageGrid:
+    """A growing set of coarse voxel keys (sorted int64 tensor)."""
+
+    def __init__(self, voxel_size: float = 0.25, device: str | torch.device = "cpu"):
+        if not voxel_size > 0:
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        self.voxel_size = float(voxel_size)
+        self.keys = torch.zeros(0, dtype=torch.long, device=device)
+
+    def add(self, xyz: torch.Tensor) -> int:
+        """Mark the voxels of points ``(N, 3)`` as seen; returns how many were new."""
+        keys, in_range = voxel_keys(xyz.float(), self.voxel_size)
+        keys = torch.unique(keys[in_range])
+        if self.keys.numel():
+            pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
+            keys = keys[self.keys[pos] != keys]
+        if keys.numel():
+            self.keys = torch.sort(torch.cat([self.keys, keys])).values
+        return int(keys.numel())
+
+    def contains(self, xyz: torch.Tensor) -> torch.Tensor:
+        """Bool per point: is its voxel already covered."""
+        keys, in_range = voxel_keys(xyz.float(), self.voxel_size)
+        if self.keys.numel() == 0:
+            return torch.zeros_like(in_range)
+        pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
+        return (self.keys[pos] == keys) & in_range
+
+    def __len__(self) -> int:
+        return int(self.keys.numel())

@@ -1,0 +1,375 @@
+"""The world core: camera rig + latent spatial memory + world model, batched over worlds.
+
+No gymnasium import: the env, the vector env, the evaluators and the trainer all reuse
+it. One :meth:`World.step` advances every world by one action:
+
+1. move each camera (blocked if the target is closer than ``clearance`` to remembered
+   geometry),
+2. read each world's memory at the new pose at latent resolution,
+3. generate the next latent for all worlds in one batched forward,
+4. decode RGB-D,
+5. filter sky and moving objects, and write the kept latent cells back to memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mirage_gym.geometry import (
+    RigConfig,
+    apply_motion,
+    intrinsics_from_fov,
+    invert_pose,
+    pose_from_state,
+    project_points,
+)
+from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.memory.coverage import CoverageGrid
+
+
+class WorldBackend(Protocol):
+    """What the world needs from a world model (codec + generator + sampler)."""
+
+    latent_channels: int
+    downsample: int
+
+    def encode(self, rgb: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] (+ optional (B, 1, H, W) depth) -> (B, C, h, w) latents."""
+
+    def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w) -> RGB (B, 3, H, W) in [0, 1] and z-depth (B, 1, H, W), inf for sky."""
+
+    def generate(
+        self,
+        context: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor,
+        memory_depth: torch.Tensor,
+        camera: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> torch.Tensor:
+        """Next latents (B, C, h, w) from the context latents, the memory projected at the
+        target pose (B, C, h, w) with its mask and z-depth (B, 1, h, w; inf where empty),
+        the relative camera motion (B, 4, 4) and the initial noise (B, C, h, w)."""
+
+
+@dataclass
+class WorldConfig:
+    """Everything that shapes a world besides the model weights."""
+
+    width: int = 64
+    height: int = 64
+    fov_deg: float = 90.0
+    rig: RigConfig = field(default_factory=RigConfig)
+    use_memory: bool = True  # False: the generator sees no memory (the ablation)
+    voxel_size: float = 0.05
+    memory_capacity: int | None = 262_144
+    far: float = 50.0  # beyond this depth counts as sky
+    clearance: float = 0.25  # metres kept between the camera and remembered geometry
+    coverage_voxel: float = 0.25
+    residual_tolerance: float | None = 0.25  # reprojection-residual filter, None = off
+    generated_confidence: float = 0.75  # generated geometry is final once written
+    predicted_depth_confidence: float = 0.3  # user image without depth: upgradable
+    frames_per_step: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorldConfig:
+        data = dict(data)
+        data["rig"] = RigConfig(**data.get("rig", {}))
+        return cls(**data)
+
+
+@dataclass
+class WorldFrame:
+    """What every world shows after a reset or a step (numpy, one row per world)."""
+
+    rgb: np.ndarray  # (B, H, W, 3) uint8
+    depth: np.ndarray  # (B, H, W) float32, inf for sky
+    pose: np.ndarray  # (B, 4, 4) float64
+    novelty: np.ndarray  # (B,) share of the view memory did not cover before this frame
+    new_voxels: np.ndarray  # (B,) coverage voxels seen for the first time
+    collision: np.ndarray  # (B,) bool, motion blocked by near geometry
+
+
+def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
+    return torch.as_tensor(rgb).permute(0, 3, 1, 2).float() / 255.0
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
+    return (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class World:
+    """``num_worlds`` independent worlds that share one world model and step together."""
+
+    def __init__(self, backend: WorldBackend, config: WorldConfig | None = None, num_worlds: int = 1, device="cpu"):
+        if num_worlds < 1:
+            raise ValueError(f"num_worlds must be at least 1, got {num_worlds}")
+        self.backend = backend
+        self.config = config or WorldConfig()
+        self.num_worlds = num_worlds
+        self.device = torch.device(device)
+        ds = backend.downsample
+        if self.config.width % ds or self.config.height % ds:
+            raise ValueError(f"width and height must be multiples of the codec's downsample factor {ds}")
+        self.grid = (self.config.height // ds, self.config.width // ds)
+        self.intrinsics = [intrinsics_from_fov(self.config.width, self.config.height, self.config.fov_deg)] * num_worlds
+        self.states = np.zeros((num_worlds, 6))
+        self.memories = [self._new_memory() for _ in range(num_worlds)]
+        self.coverage = [CoverageGrid(self.config.coverage_voxel, self.device) for _ in range(num_worlds)]
+        self.context = torch.zeros(num_worlds, backend.latent_channels, *self.grid, device=self.device)
+        self.rngs = [torch.Generator(device="cpu").manual_seed(i) for i in range(num_worlds)]
+        self.steps = np.zeros(num_worlds, dtype=np.int64)
+        self.depth = np.full((num_worlds, self.config.height, self.config.width), np.inf, dtype=np.float32)
+
+    def _new_memory(self) -> LatentSpatialMemory:
+        c = self.config
+        return LatentSpatialMemory(
+            self.backend.latent_channels,
+            voxel_size=c.voxel_size,
+            capacity=c.memory_capacity,
+            far=c.far,
+            device=self.device,
+        )
+
+    @property
+    def poses(self) -> np.ndarray:
+        return pose_from_state(self.states)
+
+    # ------------------------------------------------------------------ reset
+
+    def reset(
+        self,
+        index: int,
+        rgb: np.ndarray,
+        depth: np.ndarray | None = None,
+        keep_mask: np.ndarray | None = None,
+        fov_deg: float | None = None,
+        seed: int = 0,
+    ) -> WorldFrame:
+        """Start world ``index`` from an initial frame at the origin.
+
+        ``rgb`` is (H, W, 3) uint8 at the world's size; ``depth`` (H, W) metres with inf
+        for sky, or None to use the codec's estimate; ``keep_mask`` (H, W) bool marks
+        pixels safe to remember (False on sky / moving objects). ``seed`` seeds the
+        world's noise generator.
+        """
+        c = self.config
+        h, w = c.height, c.width
+        if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"rgb must be ({h}, {w}, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        self.intrinsics[index] = intrinsics_from_fov(w, h, fov_deg if fov_deg is not None else c.fov_deg)
+        self.states[index] = 0.0
+        self.steps[index] = 0
+        self.memories[index] = self._new_memory()
+        self.coverage[index] = CoverageGrid(c.coverage_voxel, self.device)
+        self.rngs[index] = torch.Generator(device="cpu").manual_seed(int(seed))
+        image = to_image_tensor(rgb[None]).to(self.device)
+        known = None if depth is None else torch.as_tensor(depth, dtype=torch.float32, device=self.device)[None, None]
+        with torch.no_grad():
+            latent = self.backend.encode(image, known)
+            if known is None:
+                _, known = self.backend.decode(latent)
+        self.context[index] = latent[0]
+        confidence = 1.0 if depth is not None else c.predicted_depth_confidence
+        depth_np = known[0, 0].cpu().numpy()
+        self.depth[index] = depth_np
+        new = self._remember(index, latent[0], known[0, 0], keep_mask, confidence)
+        return WorldFrame(
+            rgb=rgb[None].copy(),
+            depth=depth_np[None].astype(np.float32),
+            pose=self.poses[index][None],
+            novelty=np.ones(1),
+            new_voxels=np.array([new]),
+            collision=np.zeros(1, dtype=bool),
+        )
+
+    # ------------------------------------------------------------------ step
+
+    def step(self, motions: np.ndarray) -> WorldFrame:
+        """Advance every world by one continuous action each, ``motions`` (B, 6) in [-1, 1]."""
+        motions = np.asarray(motions, dtype=np.float64)
+        if motions.shape != (self.num_worlds, 6):
+            raise ValueError(f"motions must have shape ({self.num_worlds}, 6), got {motions.shape}")
+        c = self.config
+        target = apply_motion(self.states, motions, c.rig)
+        collision = np.array([self._blocked(i, target[i]) for i in range(self.num_worlds)])
+        target[collision, :3] = self.states[collision, :3]  # blocked: turn but do not move
+        n_sub = max(1, int(c.frames_per_step))
+        novelty = np.zeros(self.num_worlds)
+        new_voxels = np.zeros(self.num_worlds, dtype=np.int64)
+        for sub in range(1, n_sub + 1):
+            states = self.states + (target - self.states) * (sub / n_sub) if n_sub > 1 else target
+            frame = self._advance(states)
+            novelty = np.maximum(novelty, frame.novelty)
+            new_voxels += frame.new_voxels
+        self.steps += 1
+        frame.novelty, frame.new_voxels, frame.collision = novelty, new_voxels, collision
+        return frame
+
+    def _blocked(self, index: int, state: np.ndarray) -> bool:
+        """Would moving to ``state`` come closer than ``clearance`` to known geometry?
+
+        Checked against remembered points and against the current frame's depth along
+        the ray to the target (memory points thin out as a surface is approached).
+        """
+        if np.allclose(state[:3], self.states[index, :3]):
+            return False
+        clearance = self.config.clearance
+        if self.memories[index].distance_to(state[:3]) < clearance:
+            return True
+        pose = torch.as_tensor(self.poses[index])
+        target = torch.as_tensor(state[None, :3])
+        uv, z = project_points(target, torch.as_tensor(self.intrinsics[index]), pose)
+        col, row = int(np.floor(float(uv[0, 0]))), int(np.floor(float(uv[0, 1])))
+        depth = self.depth[index]
+        if float(z[0]) <= 0 or not (0 <= row < depth.shape[0] and 0 <= col < depth.shape[1]):
+            return False
+        return float(z[0]) + clearance > float(depth[row, col])
+
+    def _advance(self, states: np.ndarray) -> WorldFrame:
+        """One generated frame per world at rig ``states``; writes memory."""
+        c = self.config
+        poses = pose_from_state(states)
+        old_poses = torch.as_tensor(self.poses)
+        new_poses = torch.as_tensor(poses)
+        readouts = [
+            self.memories[i].read(poses[i], self.intrinsics[i], self.grid, image_size=(c.height, c.width))
+            for i in range(self.num_worlds)
+        ]
+        memory = torch.stack([r.features for r in readouts])
+        mask = torch.stack([r.mask for r in readouts])
+        memory_depth = torch.stack([r.depth for r in readouts])
+        novelty = 1.0 - mask.flatten(1).mean(dim=1).cpu().numpy()
+        if not c.use_memory:
+            memory, mask = torch.zeros_like(memory), torch.zeros_like(mask)
+            memory_depth = torch.full_like(memory_depth, float("inf"))
+        camera = (invert_pose(old_poses) @ new_poses).float().to(self.device)
+        noise = torch.stack(
+            [torch.randn(self.context.shape[1:], generator=g).to(self.device) for g in self.rngs]
+        )
+        with torch.no_grad():
+            latents = self.backend.generate(self.context, memory, mask, memory_depth, camera, noise)
+            rgb, depth = self.backend.decode(latents)
+        self.states = states.copy()
+        self.context = latents
+        self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
+        new_voxels = np.array(
+            [
+                self._remember(i, latents[i], depth[i, 0], None, c.generated_confidence, remembered=readouts[i].mask)
+                for i in range(self.num_worlds)
+            ]
+        )
+        return WorldFrame(
+            rgb=to_uint8(rgb),
+            depth=self.depth.copy(),
+            pose=poses,
+            novelty=novelty,
+            new_voxels=new_voxels,
+            collision=np.zeros(self.num_worlds, dtype=bool),
+        )
+
+    def _remember(self, index, latent, depth, keep_mask, confidence, remembered=None) -> int:
+        """Filter and write one frame into world ``index``'s memory; returns new coverage voxels.
+
+        ``remembered`` (1, h, w) marks cells the frame got from memory: they are not
+        written again, since re-lifting a copy at a slightly different depth would add a
+        drifted duplicate that can later occlude the original. They still count as seen.
+        """
+        c = self.config
+        keep = static_keep_mask(depth, dynamic_mask=None if keep_mask is None else ~np.asarray(keep_mask, bool), far=c.far)
+        pose = self.poses[index]
+        k = self.intrinsics[index]
+        skip = None
+        if remembered is not None:
+            skip = remembered[0] > 0
+        result = self.memories[index].write(
+            latent,
+            depth,
+            pose,
+            k,
+            keep_mask=keep,
+            confidence=confidence,
+            reject_closer_than_memory=c.residual_tolerance if remembered is not None else None,
+            skip_cells=skip,
+        )
+        return self.coverage[index].add(result.static_xyz)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self, index: int) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything world ``index`` needs to continue exactly: tensors and JSON metadata."""
+        tensors = {
+            "state": torch.as_tensor(self.states[index]),
+            "steps": torch.tensor(int(self.steps[index])),
+            "intrinsics": torch.as_tensor(np.asarray(self.intrinsics[index], dtype=np.float64)),
+            "context": self.context[index].cpu().clone(),
+            "depth": torch.as_tensor(self.depth[index]),
+            "rng": self.rngs[index].get_state(),
+            "coverage": self.coverage[index].keys.cpu().clone(),
+        }
+        tensors.update({f"memory.{k}": v.cpu() for k, v in self.memories[index].state_dict().items()})
+        meta = {"world": self.config.to_dict(), "latent_channels": self.backend.latent_channels, "downsample": self.backend.downsample}
+        return tensors, meta
+
+    def restore(self, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Load a :meth:`snapshot` into world ``index``; validates fully before changing anything."""
+        mine = self.config.to_dict()
+        theirs = meta.get("world", {})
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError(f"snapshot was made with a different world configuration: {differ}")
+        if (meta.get("latent_channels"), meta.get("downsample")) != (self.backend.latent_channels, self.backend.downsample):
+            raise ValueError("snapshot was made with a different world model (latent channels or downsample differ)")
+        shapes = {
+            "state": (6,),
+            "steps": (),
+            "intrinsics": (3, 3),
+            "context": tuple(self.context.shape[1:]),
+            "depth": (self.config.height, self.config.width),
+        }
+        for name, shape in shapes.items():
+            if name not in tensors or tuple(tensors[name].shape) != shape:
+                got = tuple(tensors[name].shape) if name in tensors else "missing"
+                raise ValueError(f"snapshot tensor {name!r} must have shape {shape}, got {got}")
+        memory = self._new_memory()
+        memory.load_state_dict({k.removeprefix("memory."): v for k, v in tensors.items() if k.startswith("memory.")})
+        coverage = CoverageGrid(self.config.coverage_voxel, self.device)
+        coverage.keys = tensors["coverage"].to(self.device, torch.long)
+        rng = torch.Generator(device="cpu")
+        try:
+            rng.set_state(tensors["rng"].to(torch.uint8))
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"snapshot tensor 'rng' is not a valid generator state: {exc}") from exc
+        self.states[index] = tensors["state"].numpy()
+        self.steps[index] = int(tensors["steps"])
+        self.intrinsics[index] = tensors["intrinsics"].numpy().copy()
+        self.context[index] = tensors["context"].to(self.device)
+        self.depth[index] = tensors["depth"].numpy()
+        self.rngs[index] = rng
+        self.memories[index] = memory
+        self.coverage[index] = coverage
+
+    # ------------------------------------------------------------------ stats
+
+    def memory_stats(self, index: int) -> dict:
+        stats = self.memories[index].stats()
+        stats["coverage_voxels"] = len(self.coverage[index])
+        return stats
+
+
+def resize_image(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-resize an (H, W, 3) uint8 image (antialiased when shrinking)."""
+    x = torch.as_tensor(rgb).permute(2, 0, 1)[None].float()
+    y = F.interpolate(x, size=(height, width), mode="area" if x.shape[-1] >= width else "bilinear")
+    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

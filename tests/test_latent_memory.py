@@ -1,0 +1,222 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state
+from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.scenes import LABEL_DYNAMIC, LABEL_SKY, make_scene
+
+SIZE, GRID = 64, 16
+K = intrinsics_from_fov(SIZE, SIZE)
+
+
+def rgb_latents(rgb: np.ndarray) -> torch.Tensor:
+    """Area-downsampled RGB as a stand-in latent grid (3, 16, 16)."""
+    x = torch.as_tensor(rgb).permute(2, 0, 1).float()[None] / 255.0
+    return F.avg_pool2d(x, SIZE // GRID)[0]
+
+
+def write_render(memory, scene, pose, **kwargs):
+    r = scene.render(pose, SIZE, SIZE)
+    keep = static_keep_mask(r.depth, r.labels)
+    memory.write(rgb_latents(r.rgb), r.depth, pose, r.intrinsics, keep_mask=keep, **kwargs)
+    return r
+
+
+def test_same_pose_read_reproduces_the_written_grid():
+    scene = make_scene(3, kind="indoor")
+    memory = LatentSpatialMemory(3)
+    r = write_render(memory, scene, np.eye(4))
+    out = memory.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE))
+    valid = out.mask[0] > 0
+    assert valid.float().mean() >= 0.95
+    torch.testing.assert_close(out.features[:, valid], rgb_latents(r.rgb)[:, valid])
+
+
+def test_moved_pose_read_agrees_with_the_true_render():
+    """Memory read at a new pose matches that pose's true render on >= 90% of covered cells.
+
+    Aggregated over scenes: a cell's footprint shifts between views, so on strongly
+    textured surfaces a few cells differ by more than the tolerance.
+    """
+    agree, covered = [], []
+    for seed in range(8):
+        scene = make_scene(seed)
+        memory = LatentSpatialMemory(3, voxel_size=0.02)
+        # look around from the start so the memory holds a wide view, then step aside
+        for yaw in np.radians([-30, 0, 30]):
+            write_render(memory, scene, pose_from_state(np.array([0, 0, 0, yaw, 0, 0])))
+        target = pose_from_state(np.array([0.15, 0.0, 0.2, math.radians(10), math.radians(5), 0]))
+        truth = scene.render(target, SIZE, SIZE)
+        out = memory.read(target, K, (GRID, GRID), image_size=(SIZE, SIZE))
+        valid = out.mask[0] > 0
+        err = (out.features - rgb_latents(truth.rgb)).abs().amax(dim=0)[valid]
+        agree.append(float((err < 0.1).float().mean()))
+        covered.append(float(valid.float().mean()))
+    assert min(covered) > 0.6
+    assert np.mean(agree) >= 0.9 and min(agree) >= 0.75, agree
+
+
+def test_sky_and_dynamic_pixels_never_enter_memory():
+    scene = make_scene(4, kind="outdoor", dynamic_objects=3)
+    seen_sky = seen_dynamic = 0
+    for yaw in np.radians(np.arange(0, 360, 30)):
+        pose = pose_from_state(np.array([0, 0, 0, yaw, 0.2, 0]))
+        memory = LatentSpatialMemory(3, voxel_size=0.01)
+        r = write_render(memory, scene, pose)
+        labels = torch.as_tensor(r.labels).long()
+        sky = F.max_pool2d((labels == LABEL_SKY).float()[None], SIZE // GRID)[0] > 0
+        dynamic = F.max_pool2d((labels == LABEL_DYNAMIC).float()[None], SIZE // GRID)[0] > 0
+        seen_sky += int(sky.sum())
+        seen_dynamic += int(dynamic.sum())
+        out = memory.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
+        valid = out.mask[0] > 0
+        assert not torch.any(valid & (sky | dynamic))
+        assert torch.equal(valid, ~(sky | dynamic)), "every fully static cell is remembered"
+        assert torch.isfinite(memory.state_dict()["xyz"]).all()
+    assert seen_sky > 0 and seen_dynamic > 0, "the scene must show sky and dynamic objects"
+
+
+def test_writing_the_same_view_100_times_does_not_grow_memory():
+    scene = make_scene(7)
+    memory = LatentSpatialMemory(3)
+    r = write_render(memory, scene, np.eye(4))
+    n = len(memory)
+    keep = static_keep_mask(r.depth, r.labels)
+    for _ in range(100):
+        memory.write(rgb_latents(r.rgb), r.depth, np.eye(4), r.intrinsics, keep_mask=keep)
+    assert len(memory) == n
+    assert memory.stats()["bytes"] == n * memory.bytes_per_entry
+
+
+def test_first_confident_write_wins_and_weak_entries_are_upgraded():
+    memory = LatentSpatialMemory(2)
+    depth = torch.full((8, 8), 2.0)
+    memory.write(torch.zeros(2, 4, 4), depth, np.eye(4), intrinsics_from_fov(8, 8), confidence=1.0)
+    memory.write(torch.ones(2, 4, 4), depth, np.eye(4), intrinsics_from_fov(8, 8), confidence=1.0)
+    out = memory.read(np.eye(4), intrinsics_from_fov(8, 8), (4, 4), image_size=(8, 8))
+    assert out.features.abs().max() == 0  # the seed view is never degraded
+    weak = LatentSpatialMemory(2)
+    weak.write(torch.zeros(2, 4, 4), depth, np.eye(4), intrinsics_from_fov(8, 8), confidence=0.2)
+    weak.write(torch.ones(2, 4, 4), depth, np.eye(4), intrinsics_from_fov(8, 8), confidence=0.9)
+    out = weak.read(np.eye(4), intrinsics_from_fov(8, 8), (4, 4), image_size=(8, 8))
+    assert torch.all(out.features == 1)
+
+
+def test_capacity_cap_evicts_the_least_recently_seen():
+    scene = make_scene(1, kind="indoor")
+    memory = LatentSpatialMemory(3, voxel_size=0.01, capacity=600)
+    first = pose_from_state(np.array([0, 0, 0, 0, 0, 0]))
+    for i, yaw in enumerate(np.radians(np.arange(0, 360, 20))):
+        write_render(memory, scene, pose_from_state(np.array([0, 0, 0, yaw, 0, 0])))
+        assert len(memory) <= 600
+        if i == 0:
+            start_view = memory.read(first, K, (GRID, GRID), image_size=(SIZE, SIZE), touch=False).coverage
+    # keep looking at the last view: the first view's points are the oldest and go first
+    assert start_view > 0.9
+    assert memory.read(first, K, (GRID, GRID), image_size=(SIZE, SIZE), touch=False).coverage < start_view
+
+
+def test_state_dict_round_trip_is_identical():
+    scene = make_scene(2)
+    memory = LatentSpatialMemory(3, capacity=5000)
+    for yaw in (0.0, 0.5, 1.0):
+        write_render(memory, scene, pose_from_state(np.array([0, 0, 0, yaw, 0, 0])))
+    copy = LatentSpatialMemory(3, capacity=5000)
+    copy.load_state_dict(memory.state_dict())
+    for a, b in zip(memory.state_dict().values(), copy.state_dict().values()):
+        assert torch.equal(a, b)
+    pose = pose_from_state(np.array([0.1, 0, 0.1, 0.3, 0, 0]))
+    ra = memory.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
+    rb = copy.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
+    assert torch.equal(ra.features, rb.features) and torch.equal(ra.depth, rb.depth)
+    # both continue identically
+    write_render(memory, scene, pose)
+    write_render(copy, scene, pose)
+    assert torch.equal(memory.state_dict()["keys"], copy.state_dict()["keys"])
+
+
+def test_corrupt_state_is_refused_and_leaves_memory_untouched():
+    memory = LatentSpatialMemory(2)
+    memory.write(torch.zeros(2, 4, 4), torch.full((8, 8), 2.0), np.eye(4), intrinsics_from_fov(8, 8))
+    state = memory.state_dict()
+    before = len(memory)
+    bad = dict(state, keys=state["keys"] + 1)
+    with pytest.raises(ValueError, match="keys"):
+        memory.load_state_dict(bad)
+    with pytest.raises(ValueError, match="features"):
+        memory.load_state_dict(dict(state, features=state["features"][:, :1]))
+    with pytest.raises(ValueError, match="missing"):
+        memory.load_state_dict({"xyz": state["xyz"]})
+    assert len(memory) == before
+
+
+def test_reprojection_residual_check_rejects_things_in_front_of_memory():
+    memory = LatentSpatialMemory(2)
+    k8 = intrinsics_from_fov(8, 8)
+    memory.write(torch.zeros(2, 4, 4), torch.full((8, 8), 4.0), np.eye(4), k8)
+    n = len(memory)
+    intruder = torch.full((8, 8), 4.0)
+    intruder[:4, :4] = 1.0  # something walked in front of the wall
+    added = memory.write(torch.ones(2, 4, 4), intruder, np.eye(4), k8, reject_closer_than_memory=0.2).added
+    assert added == 0 and len(memory) == n
+
+
+def test_read_culls_points_behind_the_camera():
+    memory = LatentSpatialMemory(2)
+    memory.write(torch.ones(2, 4, 4), torch.full((8, 8), 2.0), np.eye(4), intrinsics_from_fov(8, 8))
+    behind = look_at_pose([0, 0, 0], [0, 0, -1])
+    assert memory.read(behind, intrinsics_from_fov(8, 8), (4, 4), image_size=(8, 8)).coverage == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"features": torch.zeros(2, 4, 4)}, "features"),
+        ({"features": torch.full((3, 4, 4), float("nan"))}, "features"),
+        ({"depth": torch.full((8,), 1.0)}, "depth"),
+        ({"depth": -torch.ones(8, 8)}, "depth"),
+        ({"depth": torch.full((8, 8), float("nan"))}, "depth"),
+        ({"depth": torch.ones(9, 9)}, "multiple"),
+        ({"pose": np.full((4, 4), np.nan)}, "pose"),
+        ({"pose": np.diag([2.0, 1, 1, 1])}, "pose"),
+        ({"intrinsics": np.eye(4)}, "intrinsics"),
+        ({"keep_mask": np.ones((4, 4), bool)}, "keep_mask"),
+    ],
+)
+def test_bad_write_input_raises_value_error(kwargs, match):
+    memory = LatentSpatialMemory(3)
+    args = {
+        "features": torch.zeros(3, 4, 4),
+        "depth": torch.ones(8, 8),
+        "pose": np.eye(4),
+        "intrinsics": intrinsics_from_fov(8, 8),
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        memory.write(**args)
+    assert len(memory) == 0
+
+
+def test_bad_read_input_raises_value_error():
+    memory = LatentSpatialMemory(3)
+    with pytest.raises(ValueError, match="grid_size"):
+        memory.read(np.eye(4), K, (0, 16))
+    with pytest.raises(ValueError, match="pose"):
+        memory.read(np.eye(3), K, (16, 16))
+    with pytest.raises(ValueError, match="channels"):
+        LatentSpatialMemory(0)
+
+
+def test_skipped_cells_are_not_written_but_count_as_seen():
+    memory = LatentSpatialMemory(2)
+    k8 = intrinsics_from_fov(8, 8)
+    skip = torch.zeros(4, 4, dtype=torch.bool)
+    skip[:2] = True
+    result = memory.write(torch.ones(2, 4, 4), torch.full((8, 8), 2.0), np.eye(4), k8, skip_cells=skip)
+    assert result.added == 8 and result.static_xyz.shape == (16, 3)
+    with pytest.raises(ValueError, match="skip_cells"):
+        memory.write(torch.ones(2, 4, 4), torch.full((8, 8), 2.0), np.eye(4), k8, skip_cells=torch.zeros(2, 2))
