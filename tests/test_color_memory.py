@@ -1,5 +1,6 @@
 """Behaviour of the color point-cloud baseline (Voyager / Spatia-style RGB memory)."""
 
+import inspect
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from mirage_gym.geometry import intrinsics_from_fov, pose_from_state
 from mirage_gym.memory import ColorPointCloudMemory, LatentSpatialMemory, MemoryReadout
+from mirage_gym.memory.latent import WriteResult
 
 SIZE = 48
 K = intrinsics_from_fov(SIZE, SIZE)
@@ -83,13 +85,13 @@ def test_appending_grows_with_every_write_and_dedup_does_not():
     dedup = ColorPointCloudMemory(dedup_voxel_size=0.2)  # coarser than a pixel: voxels merge pixels
     sizes, dedup_sizes = [], []
     for _ in range(3):
-        assert append.write(rgb, depth, np.eye(4), K) == kept
+        assert append.write(rgb, depth, np.eye(4), K).added == kept
         dedup.write(rgb, depth, np.eye(4), K)
         sizes.append(len(append))
         dedup_sizes.append(len(dedup))
     assert sizes == [kept, 2 * kept, 3 * kept]
     assert dedup_sizes[0] == dedup_sizes[1] == dedup_sizes[2] < kept
-    assert dedup.write(rgb, depth, np.eye(4), K) == 0
+    assert dedup.write(rgb, depth, np.eye(4), K).added == 0
     # first write wins: a later write of other colours does not change what is stored
     before = dedup.read(np.eye(4), K, (SIZE, SIZE))
     dedup.write(1.0 - rgb, depth, np.eye(4), K)
@@ -97,7 +99,7 @@ def test_appending_grows_with_every_write_and_dedup_does_not():
     assert torch.equal(before.features, after.features)
     # a new view adds points to both
     turned = pose_from_state(np.array([0, 0, 0, math.radians(60), 0, 0]))
-    assert dedup.write(rgb, depth, turned, K) > 0
+    assert dedup.write(rgb, depth, turned, K).added > 0
 
 
 def test_stats_count_honest_bytes():
@@ -133,7 +135,7 @@ def test_state_round_trip():
         for x, y in zip((a.features, a.mask, a.depth), (b.features, b.mask, b.depth)):
             assert torch.equal(x, y)
         # both keep behaving the same after the round trip
-        assert memory.write(*frame(2), probe, K) == copy.write(*frame(2), probe, K)
+        assert memory.write(*frame(2), probe, K).added == copy.write(*frame(2), probe, K).added
         assert len(copy) == len(memory)
     memory.clear()
     assert len(memory) == 0 and memory.read(np.eye(4), K, (SIZE, SIZE)).mask.sum() == 0
@@ -211,8 +213,8 @@ def test_keep_mask_and_uint8_features():
     keep = torch.ones(SIZE, SIZE, dtype=torch.bool)
     keep[:, : SIZE // 2] = False
     memory = ColorPointCloudMemory()
-    n = memory.write((rgb * 255).round().to(torch.uint8), depth, np.eye(4), K, keep_mask=keep)
-    assert n == int((keep & torch.isfinite(depth)).sum())
+    result = memory.write((rgb * 255).round().to(torch.uint8), depth, np.eye(4), K, keep_mask=keep)
+    assert result.added == result.static_xyz.shape[0] == int((keep & torch.isfinite(depth)).sum())
     out = memory.read(np.eye(4), K, (SIZE, SIZE))
     assert torch.equal(out.mask[0] > 0, keep & torch.isfinite(depth))
 
@@ -220,11 +222,9 @@ def test_keep_mask_and_uint8_features():
 def test_same_interface_as_the_latent_memory():
     for name in ("write", "read", "stats", "state_dict", "load_state_dict", "clear", "__len__"):
         assert callable(getattr(ColorPointCloudMemory, name)) and callable(getattr(LatentSpatialMemory, name))
-    import inspect
-
-    for name in ("read",):
-        assert list(inspect.signature(getattr(ColorPointCloudMemory, name)).parameters) == list(
-            inspect.signature(getattr(LatentSpatialMemory, name)).parameters
-        )
-    write_params = list(inspect.signature(ColorPointCloudMemory.write).parameters)
-    assert write_params == list(inspect.signature(LatentSpatialMemory.write).parameters)[: len(write_params)]
+    read = lambda cls: list(inspect.signature(cls.read).parameters)  # noqa: E731
+    assert read(ColorPointCloudMemory) == read(LatentSpatialMemory)
+    write = list(inspect.signature(ColorPointCloudMemory.write).parameters)
+    assert write == list(inspect.signature(LatentSpatialMemory.write).parameters)[: len(write)]
+    rgb, depth = frame()
+    assert isinstance(ColorPointCloudMemory().write(rgb, depth, np.eye(4), K), WriteResult)

@@ -30,7 +30,7 @@ from mirage_gym.memory.base import (
     checked_keep_mask,
     checked_pose,
 )
-from mirage_gym.memory.latent import voxel_keys
+from mirage_gym.memory.latent import WriteResult, voxel_keys
 
 # Points splatted per chunk on read: bounds the read's temporaries (an appending cloud
 # reaches tens of millions of points) without changing the result.
@@ -139,8 +139,13 @@ class ColorPointCloudMemory:
             raise ValueError("features must be RGB in [0, 1] (or uint8)")
         return (f.permute(1, 2, 0) * 255.0 + 0.5).to(torch.uint8)
 
-    def write(self, features, depth, pose, intrinsics, keep_mask=None, confidence: float | torch.Tensor = 1.0) -> int:
-        """Lift every kept pixel to a coloured world point and store it; returns points added.
+    def write(
+        self, features, depth, pose, intrinsics, keep_mask=None, confidence: float | torch.Tensor = 1.0
+    ) -> WriteResult:
+        """Lift every kept pixel to a coloured world point and store it.
+
+        Returns a :class:`WriteResult` like the latent memory: ``added`` points stored and
+        ``static_xyz`` the lifted points of every kept pixel, stored or not.
 
         Args:
             features: (3, H, W) RGB in [0, 1] (or uint8) at the depth's resolution.
@@ -165,16 +170,17 @@ class ColorPointCloudMemory:
 
         self.clock += 1
         keep = keep & torch.isfinite(d) & (d > 0) & (d < self.far) & (conf > 0)
-        n_kept = int(keep.sum())
-        if n_kept == 0:
-            return 0
         xyz = unproject_depth(d.double(), k, pose_t).float()[keep]
+        result = WriteResult(added=0, static_xyz=xyz)
+        if xyz.shape[0] == 0:
+            return result
         colors = rgb[keep]
         z = d[keep]
 
         if self.dedup_voxel_size is None:
             self._append(xyz, colors)
-            return n_kept
+            result.added = xyz.shape[0]
+            return result
 
         keys, in_range = voxel_keys(xyz, self.dedup_voxel_size)
         if not in_range.all():
@@ -189,10 +195,10 @@ class ColorPointCloudMemory:
         pick = order[first]
         keys, xyz, colors = keys[pick], xyz[pick], colors[pick]
         fresh = ~self._known(keys)  # first write wins
-        n_new = int(fresh.sum())
-        if n_new:
+        result.added = int(fresh.sum())
+        if result.added:
             self._merge(keys[fresh], xyz[fresh], colors[fresh])
-        return n_new
+        return result
 
     def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
         """Render the cloud onto a camera at ``grid_size`` (h, w) pixels; nearest point wins.
