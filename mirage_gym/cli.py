@@ -44,6 +44,23 @@ def _demo(args) -> None:
     print(f"video: {summary['video']}\nframe strip: {summary['strip']}")
 
 
+def _train(args) -> None:
+    import shutil
+    from dataclasses import fields
+
+    from mirage_gym.models import shipped_model_path
+    from mirage_gym.training import TinyTrainConfig, train_tiny
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TinyTrainConfig) if getattr(args, f.name, None) is not None}
+    model_dir = train_tiny(args.out, TinyTrainConfig(**overrides))
+    print(f"model: {model_dir}")
+    if args.ship:
+        target = shipped_model_path()
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(model_dir, target)
+        print(f"shipped as the default model: {target}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirage-gym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--views", type=int, default=8)
     render.add_argument("--out", default="scene.png")
     render.set_defaults(func=_render)
+
+    train = sub.add_parser("train", help="train the embedded default world model from scratch (resumable)")
+    train.add_argument("backend", choices=["tiny"])
+    train.add_argument("--out", default="runs/tiny", help="checkpoints, logs, data cache and the model directory")
+    train.add_argument("--ship", action="store_true", help="copy the trained model into the package as 'tiny'")
+    for name, kind in (("sequences", int), ("codec_steps", int), ("generator_steps", int), ("seed", int), ("threads", int)):
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
+    train.set_defaults(func=_train)
 
     play = sub.add_parser("play", help="walk through a world with the keyboard (needs a display)")
     play.add_argument("--env", default="MirageWorld-v0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -20,9 +22,17 @@ POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrap
 
 def load_backend(model):
     """A world model from ``"tiny"`` (the shipped weights), a local directory, or an object
-    that already implements the backend protocol (for tests and custom models)."""
-    if not isinstance(model, str):
+    that already implements the backend protocol (for tests and custom models).
+
+    Loaded models are shared between the envs of a process: a backend holds weights only
+    (every world's state lives in its :class:`~mirage_gym.world.World`)."""
+    if not isinstance(model, (str, Path)):
         return model
+    return _cached_backend(str(Path(model).resolve()) if str(model) != "tiny" else "tiny")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_backend(model: str):
     from mirage_gym.models.backend import load_backend as _load
 
     return _load(model)

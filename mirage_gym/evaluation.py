@@ -18,7 +18,7 @@ from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
 from mirage_gym.world import World, WorldConfig
 
-HELD_OUT_SEED = 10_000  # training uses seeds below this
+HELD_OUT_SEED = 10_000  # held-out scenes: training uses seeds from mirage_gym.training.TRAIN_SEED_BASE up
 
 # the loops of the quality benchmark: actions, then (step a, step b) pairs that show one pose
 LOOPS = {

@@ -252,7 +252,8 @@ def _openings(rng, e0: float, e1: float, height: float):
         w = min(w, e1 - e0 - 0.5)
         if w < 0.8:
             continue
-        c0 = rng.uniform(e0 + 0.25, e1 - 0.25 - w)
+        # w fits by construction; max() only absorbs rounding when it fits exactly
+        c0 = e0 + 0.25 + rng.uniform(0.0, max(0.0, e1 - e0 - 0.5 - w))
         cand = (c0, c0 + w, h0, h1)
         if all(cand[1] + 0.3 < o[0] or o[1] + 0.3 < cand[0] for o in out):
             out.append(cand)

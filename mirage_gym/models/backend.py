@@ -1,0 +1,139 @@
+"""The world model the world core runs: codec + generator + sampler, saved as a directory.
+
+Layout of a model directory (no pickles; everything loads offline)::
+
+    mirage_model.json                 format version, latent statistics, sampler settings
+    codec/                            diffusers AutoencoderTiny (config.json + safetensors)
+    transformer/                      diffusers WanVACETransformer3DModel
+    camera_tokens.safetensors         the relative-pose tokenizer
+
+``load_backend("tiny")`` reads the directory shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from mirage_gym.models.codec import RGBDCodec
+from mirage_gym.models.generator import CameraTokens, LatentGenerator
+from mirage_gym.models.sampler import FlowMatchEulerSampler
+
+FORMAT_VERSION = 1
+MANIFEST = "mirage_model.json"
+CAMERA_FILE = "camera_tokens.safetensors"
+
+
+class ModelLoadError(ValueError):
+    """A model directory is missing, incomplete, corrupt or of another format."""
+
+
+class LatentWorldModel(torch.nn.Module):
+    """Implements the world core's ``WorldBackend`` protocol with trained networks."""
+
+    def __init__(self, codec: RGBDCodec, generator: LatentGenerator, sampler: FlowMatchEulerSampler | None = None):
+        super().__init__()
+        self.codec = codec
+        self.generator = generator
+        self.sampler = sampler or FlowMatchEulerSampler()
+        self.eval()
+
+    @property
+    def latent_channels(self) -> int:
+        return self.codec.latent_channels
+
+    @property
+    def downsample(self) -> int:
+        return self.codec.downsample
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, rgb: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        return self.codec.encode(rgb.to(self.device), None if depth is None else depth.to(self.device))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codec.decode(latents)
+
+    @torch.no_grad()
+    def generate(self, context, memory, mask, memory_depth, camera, noise) -> torch.Tensor:
+        def predict(x, sigma):
+            return self.generator.predict_x0(x, sigma, context, memory, mask, memory_depth, camera)
+
+        return self.sampler.sample(predict, noise)
+
+    # ------------------------------------------------------------------ files
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.codec.autoencoder.save_pretrained(path / "codec")
+        self.generator.transformer.save_pretrained(path / "transformer")
+        save_file({k: v.contiguous() for k, v in self.generator.camera_tokens.state_dict().items()}, path / CAMERA_FILE)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "latents_mean": self.codec.latents_mean.tolist(),
+            "latents_std": self.codec.latents_std.tolist(),
+            "camera_tokens": {"dim": self.generator.camera_tokens.dim, "tokens": self.generator.camera_tokens.tokens},
+            "sampler": {"steps": self.sampler.steps, "shift": self.sampler.shift},
+        }
+        (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", sampler_steps: int | None = None):
+        """Load a model directory; raises :class:`ModelLoadError` naming what is wrong."""
+        from diffusers import AutoencoderTiny, WanVACETransformer3DModel
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise ModelLoadError(f"no model at {path}: {MANIFEST} is missing")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{manifest_path} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+            )
+        for part in ("codec", "transformer"):
+            weights = path / part / "diffusion_pytorch_model.safetensors"
+            if not weights.is_file():
+                raise ModelLoadError(f"model weights missing: {weights}")
+        if not (path / CAMERA_FILE).is_file():
+            raise ModelLoadError(f"model weights missing: {path / CAMERA_FILE}")
+        try:
+            codec = RGBDCodec(AutoencoderTiny.from_pretrained(path / "codec", local_files_only=True))
+            codec.latents_mean.copy_(torch.tensor(manifest["latents_mean"]))
+            codec.latents_std.copy_(torch.tensor(manifest["latents_std"]))
+            transformer = WanVACETransformer3DModel.from_pretrained(path / "transformer", local_files_only=True)
+            cam = manifest["camera_tokens"]
+            camera_tokens = CameraTokens(int(cam["dim"]), int(cam["tokens"]))
+            camera_tokens.load_state_dict(load_file(path / CAMERA_FILE))
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # diffusers/safetensors raise many types for a broken file
+            raise ModelLoadError(f"could not load the model at {path}: {type(exc).__name__}: {exc}") from exc
+        steps = sampler_steps if sampler_steps is not None else int(manifest["sampler"]["steps"])
+        sampler = FlowMatchEulerSampler(steps, float(manifest["sampler"].get("shift", 1.0)))
+        return cls(codec, LatentGenerator(transformer, camera_tokens), sampler).to(device)
+
+
+def shipped_model_path() -> Path:
+    """The directory of the embedded default model inside the package."""
+    return Path(str(resources.files("mirage_gym").joinpath("weights", "tiny")))
+
+
+def load_backend(model: str | Path = "tiny", device: str | torch.device = "cpu") -> LatentWorldModel:
+    """``"tiny"`` (the shipped weights) or a local model directory; never touches a hub."""
+    path = shipped_model_path() if str(model) == "tiny" else Path(model)
+    return LatentWorldModel.from_pretrained(path, device=device)

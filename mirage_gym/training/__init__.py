@@ -1,0 +1,93 @@
+"""``mirage-gym train tiny``: reproduce the embedded default model from scratch on CPU.
+
+Stages, each resumable (re-run the same command after an interruption):
+
+1. render training sequences from procedural scenes (seeds from ``TRAIN_SEED_BASE`` up,
+   disjoint from the env's and the benchmarks' seeds, which stay below it),
+2. train the RGB-D codec, then fit its per-channel latent statistics,
+3. build generator samples: encode the sequences, grow a ``LatentSpatialMemory`` along each
+   one and project it onto every next pose,
+4. train the VACE-conditioned Wan transformer,
+5. export the model directory (safetensors + JSON) that ``load_backend`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRAIN_SEED_BASE = 100_000  # training scenes; every evaluation uses seeds below this
+
+
+@dataclass
+class TinyTrainConfig:
+    """Sizes and budgets of ``mirage-gym train tiny`` (defaults: the shipped model)."""
+
+    sequences: int = 1200  # training trajectories (one scene each)
+    length: int = 16  # frames per trajectory
+    codec_width: int = 48
+    codec_steps: int = 3000
+    codec_batch: int = 32
+    codec_lr: float = 2e-3
+    generator_steps: int = 6000
+    generator_batch: int = 32
+    generator_lr: float = 1e-3
+    seed: int = 0
+    threads: int = 2
+
+
+def _load_or_render(out: Path, cfg: TinyTrainConfig, progress: bool):
+    from mirage_gym.training.data import Sequences, render_sequences
+
+    folder = out / "sequences"
+    names = ("rgb", "depth", "static", "states")
+    if all((folder / f"{n}.npy").exists() for n in names):
+        return Sequences(*(np.load(folder / f"{n}.npy") for n in names))
+    seeds = range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + cfg.sequences)
+    data = render_sequences(seeds, length=cfg.length, seed=cfg.seed, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        np.save(folder / f"{n}.npy", getattr(data, n))
+    return data
+
+
+def train_codec_stage(out: Path, cfg: TinyTrainConfig, data, progress: bool = True):
+    """Train (or resume) the codec and return it with fitted latent statistics."""
+    from diffusers import AutoencoderTiny
+
+    from mirage_gym.models.codec import RGBDCodec, tiny_codec_config
+    from mirage_gym.training.codec import fit_latent_stats, train_codec
+    from mirage_gym.training.loop import TrainLoop
+
+    torch.manual_seed(cfg.seed)
+    codec = RGBDCodec(AutoencoderTiny(**tiny_codec_config(cfg.codec_width)))
+    loop = TrainLoop("codec", codec, out, cfg.codec_steps, cfg.codec_lr, seed=cfg.seed, progress=progress)
+    if not loop.done:
+        train_codec(codec, data, loop, batch=cfg.codec_batch)
+    codec.eval()
+    fit_latent_stats(codec, data, seed=cfg.seed)
+    return codec
+
+
+def train_tiny(out: str | Path, cfg: TinyTrainConfig | None = None, stages: str = "all", progress: bool = True) -> Path:
+    """Run the stages (``"codec"`` stops after the codec); returns the model directory."""
+    cfg = cfg or TinyTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    start = time.perf_counter()
+    data = _load_or_render(out, cfg, progress)
+    codec = train_codec_stage(out, cfg, data, progress)
+    if stages == "codec":
+        return out
+    from mirage_gym.training.generator import train_generator_stage
+
+    model_dir = train_generator_stage(out, cfg, data, codec, progress)
+    (out / "train_time.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
+    return model_dir

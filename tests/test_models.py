@@ -1,0 +1,137 @@
+"""The embedded world model: codec, generator, sampler, loading, and what it must do."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode
+from mirage_gym.metrics import psnr
+from mirage_gym.models import LatentWorldModel, ModelLoadError, load_backend, shipped_model_path
+from mirage_gym.models.codec import code_to_depth, depth_to_code
+from mirage_gym.models.generator import control_input
+from mirage_gym.models.sampler import FlowMatchEulerSampler
+from mirage_gym.scenes import make_scene
+from mirage_gym.training.generator import new_generator
+from mirage_gym.world import World, WorldConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_backend("tiny")
+
+
+def test_depth_code_round_trip_and_sky():
+    depth = torch.tensor([0.1, 0.5, 3.0, 49.0, math.inf])
+    code, sky = depth_to_code(depth)
+    assert sky.tolist() == [False, False, False, False, True]
+    back = code_to_depth(code, torch.where(sky, 1.0, -1.0))
+    torch.testing.assert_close(back[:4], depth[:4], rtol=1e-5, atol=0)
+    assert math.isinf(back[4])
+
+
+def test_sampler_lands_on_a_perfect_prediction():
+    sampler = FlowMatchEulerSampler(steps=3, shift=2.0)
+    sigmas = sampler.sigmas()
+    assert sigmas[0] == 1 and sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1])
+    target = torch.randn(2, 4, 8, 8)
+    seen = []
+
+    def predict(x, sigma):
+        seen.append(sigma)
+        return target
+
+    torch.testing.assert_close(sampler.sample(predict, torch.randn_like(target)), target)
+    assert len(seen) == 3
+    with pytest.raises(ValueError, match="steps"):
+        FlowMatchEulerSampler(steps=0)
+
+
+def test_a_fresh_generator_copies_memory_exactly():
+    generator = new_generator(16)
+    memory = torch.randn(2, 16, 16, 16)
+    mask = (torch.rand(2, 1, 16, 16) > 0.4).float()
+    depth = torch.where(mask > 0, 2.0, math.inf).expand_as(mask)
+    out = generator.predict_x0(torch.randn_like(memory), torch.rand(2), torch.randn_like(memory), memory, mask, depth,
+                               torch.eye(4).expand(2, 4, 4))
+    torch.testing.assert_close(out, memory * mask)
+    control = control_input(memory, mask, depth, torch.eye(4).expand(2, 4, 4))
+    assert control.shape == (2, 21, 1, 16, 16)
+    assert generator.transformer.config.vace_in_channels == 21
+
+
+def test_shipped_weights_are_small_safetensors():
+    path = shipped_model_path()
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    assert not any(p.suffix in (".bin", ".pt", ".pth", ".ckpt") for p in files)
+
+
+def test_shipped_model_generates_a_real_frame(model):
+    scene = make_scene(HELD_OUT_SEED)
+    world = World(model, WorldConfig())
+    r = scene.render(np.eye(4), 64, 64)
+    world.reset(0, r.rgb, r.depth, seed=0)
+    from mirage_gym.geometry import Action, discrete_to_continuous, pose_from_state
+
+    frame = world.step(discrete_to_continuous(Action.TURN_RIGHT)[None])
+    assert frame.rgb.shape == (1, 64, 64, 3) and frame.rgb.dtype == np.uint8
+    assert frame.rgb.std() > 10  # not a flat or empty image
+    truth = scene.render(pose_from_state(np.array([0, 0, 0, math.radians(15), 0, 0])), 64, 64)
+    assert psnr(frame.rgb[0], truth.rgb) > 18  # a world model, not noise
+    finite = np.isfinite(frame.depth[0]) & np.isfinite(truth.depth)
+    rel = np.abs(frame.depth[0][finite] - truth.depth[finite]) / truth.depth[finite]
+    assert np.median(rel) < 0.2
+
+
+def test_same_seed_same_frames(model):
+    actions = LOOPS["revisit_generated"][0][:8]
+    a = run_episode(model, [HELD_OUT_SEED + 1], actions, WorldConfig(), seed=5)
+    b = run_episode(model, [HELD_OUT_SEED + 1], actions, WorldConfig(), seed=5)
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    c = run_episode(model, [HELD_OUT_SEED + 1], actions, WorldConfig(), seed=6)
+    assert not np.array_equal(a.rgb, c.rgb)  # the noise really comes from the seed
+
+
+def test_memory_reproduces_a_seen_view_better_than_no_memory(model):
+    actions, pairs = LOOPS["turn_360"]
+    seeds = [HELD_OUT_SEED + 2, HELD_OUT_SEED + 3]
+    scores = {}
+    for use_memory in (True, False):
+        ep = run_episode(model, seeds, actions, WorldConfig(use_memory=use_memory), seed=0)
+        (a, b), = pairs
+        scores[use_memory] = np.mean([psnr(ep.rgb[b, i], ep.rgb[a, i]) for i in range(len(seeds))])
+    assert scores[True] > 22
+    assert scores[True] > scores[False] + 4
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    again = LatentWorldModel.from_pretrained(tmp_path / "m")
+    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.randn(1, 16, 16, 16)
+    mask = torch.ones(1, 1, 16, 16)
+    args = (x, x, mask, torch.full_like(mask, 3.0), torch.eye(4)[None], torch.randn_like(x))
+    assert torch.equal(model.generate(*args), again.generate(*args))
+
+
+def test_missing_or_corrupt_weights_raise_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="mirage_model.json is missing"):
+        load_backend(tmp_path / "nothing")
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped_model_path(), broken)
+    weights = broken / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="could not load the model"):
+        load_backend(broken)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match=str(weights).replace("\\", "\\\\")):
+        load_backend(broken)
+    manifest = broken / "mirage_model.json"
+    manifest.write_text(json.dumps(dict(json.loads(manifest.read_text()), format_version=99)))
+    with pytest.raises(ModelLoadError, match="format_version"):
+        load_backend(broken)
