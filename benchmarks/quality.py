@@ -44,8 +44,9 @@ def loop_scores(episode, pairs) -> dict:
 
 def frame_scores(episodes) -> dict:
     """Fidelity over well-covered generated frames, depth AbsRel and sharpness."""
-    fidelity, abs_rel, sharp = [], [], []
+    fidelity, abs_rel, sharp, ceiling = [], [], [], []
     for ep in episodes:
+        ceiling += [psnr(ep.rgb[0, i], ep.true_rgb[0, i]) for i in range(ep.rgb.shape[1])]
         for t in range(1, ep.rgb.shape[0]):
             for i in range(ep.rgb.shape[1]):
                 if ep.coverage[t, i] >= 0.8:
@@ -57,6 +58,7 @@ def frame_scores(episodes) -> dict:
         "covered_frames": len(fidelity),
         "depth_abs_rel": float(np.nanmean(abs_rel)),
         "sharpness": float(np.nanmedian(sharp)),
+        "codec_ceiling_psnr": float(np.mean(ceiling)),  # decoded seed frame vs its true render
     }
 
 
@@ -129,7 +131,8 @@ def main(argv=None) -> dict:
         f = results["frames"][key]
         print(
             f"{key:10s} fidelity (covered) {f['fidelity_psnr_covered']:.2f} dB over {f['covered_frames']} frames, "
-            f"depth AbsRel {f['depth_abs_rel']:.3f}, sharpness {f['sharpness']:.2f}"
+            f"depth AbsRel {f['depth_abs_rel']:.3f}, sharpness {f['sharpness']:.2f}, "
+            f"codec ceiling {f['codec_ceiling_psnr']:.2f} dB"
         )
     print(f"one world step at 64x64: {results['step_ms']:.1f} ms (median)")
     print(f"strips and videos in {out}/")

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
     train.set_defaults(func=_train)
 
+    # ``eval`` hands its arguments to agents/evaluate.py (see main); listed here for --help
+    sub.add_parser("eval", help="scripted exploration evaluation: report folder with JSON, table, plots, videos", add_help=False)
+
     play = sub.add_parser("play", help="walk through a world with the keyboard (needs a display)")
     play.add_argument("--env", default="MirageWorld-v0")
     play.add_argument("--model", default="tiny", help="'tiny' (shipped) or a local model directory")
@@ -100,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["eval"]:
+        from mirage_gym.agents.evaluate import main as evaluate
+
+        evaluate(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     args.func(args)
     return 0

@@ -69,13 +69,15 @@ class MirageWorldEnv(gym.Env):
     The camera at the origin of the world frame (the camera frame at reset), level.
 
     ## Episode End
-    No termination in the explore task. Truncation after ``max_episode_steps`` steps.
+    No termination in the explore task. Truncation after ``max_episode_steps`` steps: the
+    registered ids set 500, applied by ``gym.make``'s ``TimeLimit`` (``gym.make(id,
+    max_episode_steps=N)`` overrides it) and by the vector env's own per-world counters.
 
     ## Arguments
     ``gym.make("MirageWorld-v0", render_mode=None, width=64, height=64, fov_deg=90,
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
     pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
-    max_episode_steps=500, scene_kind=None, dynamic_objects=0, render_map=False)``.
+    max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False)``.
     ``model`` is ``"tiny"`` (shipped weights) or a local model directory; ``use_memory=False``
     hides memory from the generator (the ablation). ``info`` holds fresh numpy copies of
     ``pose``, ``intrinsics``, memory stats, ``novelty`` and ``collision``.
@@ -122,7 +124,8 @@ class MirageWorldEnv(gym.Env):
         self._elapsed += 1
         self._frame = frame
         self._path.append(frame.pose[0][:3, 3].copy())
-        truncated = self._elapsed >= self.core.max_episode_steps
+        limit = self.core.max_episode_steps  # None under gym.make: TimeLimit truncates
+        truncated = limit is not None and self._elapsed >= limit
         if self.render_mode == "human":
             self.render()
         return self.core.observation(frame, 0), self.core.reward(frame, 0), False, bool(truncated), self.core.info(frame, 0)
@@ -233,7 +236,7 @@ class WorldAdapter:
         memory_capacity: int | None = 262_144,
         use_memory: bool = True,
         frames_per_step: int = 1,
-        max_episode_steps: int = 500,
+        max_episode_steps: int | None = None,
         scene_kind: str | None = None,
         dynamic_objects: int = 0,
         render_map: bool = False,
@@ -247,11 +250,11 @@ class WorldAdapter:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         if width < 64 or height < 64:
             raise ValueError(f"width and height must be at least 64, got {width}x{height}")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be positive or None, got {max_episode_steps}")
         self.action_mode = action_mode
         self.obs_mode = obs_mode
-        self.max_episode_steps = int(max_episode_steps)
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.scene_kind = scene_kind
         self.dynamic_objects = int(dynamic_objects)
         self.render_map = render_map

@@ -59,15 +59,16 @@ def run_episode(backend, scene_seeds, actions, config: WorldConfig, seed: int = 
     world = World(backend, config, num_worlds=len(scenes))
     h, w = config.height, config.width
     rgb, depth, true_rgb, true_depth, cov, poses, coll = [], [], [], [], [], [], []
-    seeds = []
+    seeds, renders = [], []
     for i, (scene, anchor) in enumerate(zip(scenes, anchors)):
         r = scene.render(anchor, w, h, fov_deg=config.fov_deg)
         keep = static_keep_mask(r.depth, r.labels, far=config.far).numpy()
         seeds.append(world.reset(i, r.rgb, r.depth, keep, seed=seed + i))
-    rgb.append(np.concatenate([f.rgb for f in seeds]))
+        renders.append(r)
+    rgb.append(np.concatenate([f.rgb for f in seeds]))  # the decoded seed frame, as shown
     depth.append(np.concatenate([f.depth for f in seeds]))
-    true_rgb.append(rgb[0].copy())
-    true_depth.append(depth[0].copy())
+    true_rgb.append(np.stack([r.rgb for r in renders]))
+    true_depth.append(np.stack([r.depth for r in renders]))
     cov.append(np.ones(len(scenes)))
     poses.append(world.poses)
     coll.append(np.zeros(len(scenes), bool))

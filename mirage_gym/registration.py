@@ -24,6 +24,7 @@ def register_envs() -> list[str]:
                 id=spec["id"],
                 entry_point=spec["entry_point"],
                 vector_entry_point=spec["vector_entry_point"],
+                max_episode_steps=spec.get("max_episode_steps"),
                 kwargs=spec["kwargs"],
             )
         ids.append(spec["id"])

@@ -78,7 +78,8 @@ class MirageWorldVectorEnv(VectorEnv):
         frame = self.world.step(motions)
         rewards = np.array([self.core.reward(frame, i) for i in range(self.num_envs)], dtype=np.float64)
         self._elapsed += 1
-        truncations = self._elapsed >= self.core.max_episode_steps
+        limit = self.core.max_episode_steps  # make_vec passes the registered 500
+        truncations = self._elapsed >= limit if limit is not None else np.zeros(self.num_envs, dtype=bool)
         terminations = np.zeros(self.num_envs, dtype=bool)
         for i in range(self.num_envs):
             self._frames[i] = (frame, i)

@@ -159,6 +159,10 @@ class World:
     ) -> WorldFrame:
         """Start world ``index`` from an initial frame at the origin.
 
+        The frame shown is the codec's decode of the initial frame, not the image itself:
+        every frame of a world comes through the same decoder, so coming back to the
+        start shows what was shown at the start.
+
         ``rgb`` is (H, W, 3) uint8 at the world's size; ``depth`` (H, W) metres with inf
         for sky, or None to use the codec's estimate; ``keep_mask`` (H, W) bool marks
         pixels safe to remember (False on sky / moving objects). ``seed`` seeds the
@@ -178,15 +182,16 @@ class World:
         known = None if depth is None else torch.as_tensor(depth, dtype=torch.float32, device=self.device)[None, None]
         with torch.no_grad():
             latent = self.backend.encode(image, known)
-            if known is None:
-                _, known = self.backend.decode(latent)
+            shown, decoded_depth = self.backend.decode(latent)
+        if known is None:
+            known = decoded_depth
         self.context[index] = latent[0]
         confidence = 1.0 if depth is not None else c.predicted_depth_confidence
         depth_np = known[0, 0].cpu().numpy()
         self.depth[index] = depth_np
         new = self._remember(index, latent[0], known[0, 0], keep_mask, confidence)
         return WorldFrame(
-            rgb=rgb[None].copy(),
+            rgb=to_uint8(shown),
             depth=depth_np[None].astype(np.float32),
             pose=self.poses[index][None],
             novelty=np.ones(1),

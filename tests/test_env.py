@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mirage_gym  # noqa: F401  (registers the ids)
+from mirage_gym.geometry import Action
 from mirage_gym.registration import load_specs
 from stand_in import PoolingBackend
 
@@ -224,3 +225,14 @@ def test_corrupt_or_incompatible_snapshots_are_refused(tmp_path):
     after = env.unwrapped.world.snapshot(0)[0]
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert good.read_bytes() == data
+
+
+def test_episode_length_follows_gym_make_beyond_the_registered_limit():
+    env = make("MirageWorld-v0", max_episode_steps=503)
+    env.reset(seed=0)
+    truncated, steps = False, 0
+    while not truncated:
+        *_, truncated, _ = env.step(int(Action.NOOP))
+        steps += 1
+    assert steps == 503
+    assert gym.spec("MirageWorld-v0").max_episode_steps == 500

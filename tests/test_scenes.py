@@ -340,3 +340,11 @@ def test_render_is_fast_enough():
         scene.render(pose)
         times.append(time.perf_counter() - start)
     assert np.median(times) < 0.05
+
+
+@pytest.mark.parametrize("seed", [100445, 100591])
+def test_openings_that_fill_a_wall_exactly_build(seed):
+    # these indoor seeds once drew an opening exactly as wide as the wall allows, and the
+    # rounding of its placement range crashed the layout
+    scene = make_scene(seed, kind="indoor")
+    assert scene.render(np.eye(4), 16, 16).rgb.shape == (16, 16, 3)

@@ -40,10 +40,10 @@ def _program_actions(rng: np.random.Generator, program: str, length: int) -> lis
     if program == "turn":
         return [turn] * n
     if program == "turn_and_back":
-        k = int(rng.integers(2, n // 2 + 1))
+        k = int(rng.integers(min(2, n // 2), n // 2 + 1))
         return ([turn] * k + [back] * k + [turn] * n)[:n]
     if program == "out_and_back":
-        k = int(rng.integers(2, n // 2 + 1))
+        k = int(rng.integers(min(2, n // 2), n // 2 + 1))
         go = [Action.MOVE_FORWARD, Action.STRAFE_LEFT, Action.STRAFE_RIGHT][rng.choice(3, p=[0.7, 0.15, 0.15])]
         ret = {Action.MOVE_FORWARD: Action.MOVE_BACKWARD, Action.STRAFE_LEFT: Action.STRAFE_RIGHT,
                Action.STRAFE_RIGHT: Action.STRAFE_LEFT}[go]
