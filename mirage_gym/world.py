@@ -27,6 +27,8 @@ from mirage_gym.geometry import (
     invert_pose,
     pose_from_state,
     project_points,
+    scale_intrinsics,
+    unproject_depth,
 )
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
 from mirage_gym.memory.coverage import CoverageGrid
@@ -271,7 +273,7 @@ class World:
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
         new_voxels = np.array(
             [
-                self._remember(i, latents[i], depth[i, 0], None, c.generated_confidence, remembered=readouts[i].mask)
+                self._remember(i, latents[i], depth[i, 0], None, c.generated_confidence, remembered=readouts[i])
                 for i in range(self.num_worlds)
             ]
         )
@@ -287,9 +289,10 @@ class World:
     def _remember(self, index, latent, depth, keep_mask, confidence, remembered=None) -> int:
         """Filter and write one frame into world ``index``'s memory; returns new coverage voxels.
 
-        ``remembered`` (1, h, w) marks cells the frame got from memory: they are not
-        written again, since re-lifting a copy at a slightly different depth would add a
-        drifted duplicate that can later occlude the original. They still count as seen.
+        ``remembered`` is the memory readout the frame was generated from: its cells are
+        not written again, since re-lifting a copy at a slightly different depth would add
+        a drifted duplicate that can later occlude the original. For coverage they count
+        at the remembered depth, so coming back to a place never pays as new ground.
         """
         c = self.config
         keep = static_keep_mask(depth, dynamic_mask=None if keep_mask is None else ~np.asarray(keep_mask, bool), far=c.far)
@@ -297,7 +300,7 @@ class World:
         k = self.intrinsics[index]
         skip = None
         if remembered is not None:
-            skip = remembered[0] > 0
+            skip = remembered.mask[0] > 0
         result = self.memories[index].write(
             latent,
             depth,
@@ -308,7 +311,12 @@ class World:
             reject_closer_than_memory=c.residual_tolerance if remembered is not None else None,
             skip_cells=skip,
         )
-        return self.coverage[index].add(result.static_xyz)
+        seen = result.static_xyz
+        if skip is not None and result.static_cells is not None:
+            k_grid = scale_intrinsics(torch.as_tensor(k), (c.height, c.width), self.grid)
+            at_memory = unproject_depth(remembered.depth[0].double(), k_grid, torch.as_tensor(pose))[skip]
+            seen = torch.cat([seen[~skip[result.static_cells]], at_memory.to(seen.dtype)])
+        return self.coverage[index].add(seen)
 
     # ------------------------------------------------------------------ snapshots
 

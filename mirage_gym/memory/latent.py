@@ -53,6 +53,7 @@ class WriteResult:
 
     added: int
     static_xyz: torch.Tensor
+    static_cells: torch.Tensor | None = None  # (h, w) bool: the cells behind ``static_xyz``
 
 
 class LatentSpatialMemory:
@@ -231,7 +232,7 @@ class LatentSpatialMemory:
             cell_keep &= ~(closer & (seen.mask[0] > 0))
         self.clock += 1
         lifted = unproject_depth(pooled.double(), k_grid, pose_t).float()
-        result = WriteResult(added=0, static_xyz=lifted[static])
+        result = WriteResult(added=0, static_xyz=lifted[static], static_cells=static)
         xyz = lifted[cell_keep]
         if xyz.shape[0] == 0:
             return result

@@ -112,10 +112,10 @@ class LatentWorldModel(torch.nn.Module):
         if not (path / CAMERA_FILE).is_file():
             raise ModelLoadError(f"model weights missing: {path / CAMERA_FILE}")
         try:
-            codec = RGBDCodec(AutoencoderTiny.from_pretrained(path / "codec", local_files_only=True))
+            codec = RGBDCodec(_quiet_load(AutoencoderTiny, path / "codec"))
             codec.latents_mean.copy_(torch.tensor(manifest["latents_mean"]))
             codec.latents_std.copy_(torch.tensor(manifest["latents_std"]))
-            transformer = WanVACETransformer3DModel.from_pretrained(path / "transformer", local_files_only=True)
+            transformer = _quiet_load(WanVACETransformer3DModel, path / "transformer")
             cam = manifest["camera_tokens"]
             camera_tokens = CameraTokens(int(cam["dim"]), int(cam["tokens"]))
             camera_tokens.load_state_dict(load_file(path / CAMERA_FILE))
@@ -126,6 +126,19 @@ class LatentWorldModel(torch.nn.Module):
         steps = sampler_steps if sampler_steps is not None else int(manifest["sampler"]["steps"])
         sampler = FlowMatchEulerSampler(steps, float(manifest["sampler"].get("shift", 1.0)))
         return cls(codec, LatentGenerator(transformer, camera_tokens), sampler).to(device)
+
+
+def _quiet_load(cls, folder: Path):
+    """``from_pretrained`` offline, without diffusers' notice that ``AutoencoderTiny``'s own
+    saved config carries a ``block_out_channels`` key its constructor ignores."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(folder, local_files_only=True)
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def shipped_model_path() -> Path:

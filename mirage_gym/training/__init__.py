@@ -34,7 +34,7 @@ class TinyTrainConfig:
     codec_steps: int = 3000
     codec_batch: int = 32
     codec_lr: float = 2e-3
-    generator_steps: int = 6000
+    generator_steps: int = 4000
     generator_batch: int = 32
     generator_lr: float = 1e-3
     seed: int = 0
