@@ -34,7 +34,6 @@ from .policies import AGENTS, OrbitAgent
 
 LOOP_TURN_DEG = 15.0
 LOOP_STEPS = 24  # 24 x 15 degrees = one full turn
-PSNR_CAP_DB = 100.0  # identical frames have infinite PSNR; JSON wants a number
 VIDEO_SCALE = 4
 
 
@@ -154,10 +153,6 @@ def stats(values) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std()), "per_episode": values.tolist()}
 
 
-def capped_psnr(a, b) -> float:
-    return min(metrics.psnr(a, b), PSNR_CAP_DB)
-
-
 def write_video(path: Path, frames: list[np.ndarray]) -> None:
     big = [np.repeat(np.repeat(f, VIDEO_SCALE, 0), VIDEO_SCALE, 1) for f in frames]
     iio.imwrite(path, np.stack(big), fps=8, codec="libx264", macro_block_size=1)
@@ -239,7 +234,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
             "use_memory": not args.no_memory,
         },
         "agents": {},
-        "loop_closure": {"steps": LOOP_STEPS, "turn_step_deg": LOOP_TURN_DEG, "psnr_cap_db": PSNR_CAP_DB},
+        "loop_closure": {"steps": LOOP_STEPS, "turn_step_deg": LOOP_TURN_DEG, "psnr_cap_db": metrics.PSNR_CAP_DB},
         "files": {},
     }
     for name, episodes in results.items():
@@ -251,7 +246,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
         }
     for key, episodes in loop.items():
         report["loop_closure"][key] = {
-            "psnr": stats([capped_psnr(e["last_rgb"], e["first_rgb"]) for e in episodes]),
+            "psnr": stats([metrics.capped_psnr(e["last_rgb"], e["first_rgb"]) for e in episodes]),
             "ssim": stats([metrics.ssim(e["last_rgb"], e["first_rgb"]) for e in episodes]),
         }
     lc = report["loop_closure"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 
@@ -68,6 +68,8 @@ class Args:
     """entropy bonus coefficient"""
     checkpoint_every: int = 20_000
     """save a checkpoint every this many environment steps"""
+    time_limit_minutes: float | None = None
+    """stop training after this many minutes (then save, compare and report as usual)"""
     resume: str | None = None
     """a saved model (.zip) to continue training from (it keeps its own PPO hyperparameters)"""
     eval_episodes: int = 5
@@ -101,6 +103,17 @@ class PolicyAgent:
     def act(self, obs, info: dict):
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
         return int(action) if isinstance(self.model.action_space, spaces.Discrete) else action
+
+
+class TimeLimit(BaseCallback):
+    """Stops ``learn()`` once ``minutes`` of wall time have passed (a CPU budget)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.deadline = time.perf_counter() + 60.0 * minutes
+
+    def _on_step(self) -> bool:
+        return time.perf_counter() < self.deadline
 
 
 def make_logger(folder: Path):
@@ -163,13 +176,15 @@ def train(args: Args, env_kwargs: dict | None = None) -> dict:
             verbose=1,
         )
     model.set_logger(make_logger(out / "logs" / f"from_step_{model.num_timesteps}"))
-    checkpoints = CheckpointCallback(save_freq=max(args.checkpoint_every // args.num_envs, 1), save_path=str(out / "checkpoints"), name_prefix="ppo")
+    callbacks = [CheckpointCallback(save_freq=max(args.checkpoint_every // args.num_envs, 1), save_path=str(out / "checkpoints"), name_prefix="ppo")]
+    if args.time_limit_minutes is not None:
+        callbacks.append(TimeLimit(args.time_limit_minutes))
 
     before = model.num_timesteps
     start = time.perf_counter()
     remaining = args.total_timesteps - model.num_timesteps
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=checkpoints, reset_num_timesteps=not args.resume)
+        model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not args.resume)
     seconds = time.perf_counter() - start
     steps_per_second = (model.num_timesteps - before) / max(seconds, 1e-9)
     print(f"trained to {model.num_timesteps} steps, {steps_per_second:.1f} steps/s")

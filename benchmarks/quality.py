@@ -5,7 +5,7 @@
 Loops (frames compared at the same pose): (a) turn_360, a full turn in 24 steps;
 (b) out_and_back, 8 steps forward then 8 back; (c) revisit_generated, turn 90 degrees
 into views the seed never showed, come back, turn again: the two visits of *generated*
-content. Also: fidelity to the true render over frames at least 80% covered by memory,
+content (PSNR capped at 100 dB: a loop that closes exactly gives identical frames). Also: fidelity to the true render over frames at least 80% covered by memory,
 depth AbsRel, sharpness (gradient energy relative to the true render), and the median
 time of one world step at 64x64. Writes PNG strips and mp4s of one loop of each kind.
 Bars: loops (a), (b) >= 25 dB and (c) >= 22 dB with memory, memory off >= 6 dB lower;
@@ -24,7 +24,7 @@ import numpy as np
 
 from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode
 from mirage_gym.geometry import Action, discrete_to_continuous
-from mirage_gym.metrics import depth_abs_rel, psnr, sharpness_ratio, ssim
+from mirage_gym.metrics import capped_psnr, depth_abs_rel, psnr, sharpness_ratio, ssim
 from mirage_gym.world import World, WorldConfig
 
 
@@ -34,7 +34,7 @@ def loop_scores(episode, pairs) -> dict:
         for i in range(episode.rgb.shape[1]):
             if not np.allclose(episode.poses[a, i], episode.poses[b, i], atol=1e-6):
                 continue  # a blocked move: the camera did not come back
-            scores["psnr"].append(psnr(episode.rgb[b, i], episode.rgb[a, i]))
+            scores["psnr"].append(capped_psnr(episode.rgb[b, i], episode.rgb[a, i]))
             scores["ssim"].append(ssim(episode.rgb[b, i], episode.rgb[a, i]))
             scores["psnr_vs_truth"].append(psnr(episode.rgb[b, i], episode.true_rgb[b, i]))
     out = {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}

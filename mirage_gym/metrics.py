@@ -26,6 +26,14 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
+PSNR_CAP_DB = 100.0  # identical frames have infinite PSNR; means and JSON want a number
+
+
+def capped_psnr(a, b) -> float:
+    """:func:`psnr` capped at :data:`PSNR_CAP_DB` (for averaging loops that close exactly)."""
+    return min(psnr(a, b), PSNR_CAP_DB)
+
+
 def ssim(a, b, window: int = 7, sigma: float = 1.5) -> float:
     """Structural similarity (Wang et al. 2004) with a Gaussian window, mean over RGB."""
     x, y = _float_images(a), _float_images(b)

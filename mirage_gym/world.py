@@ -101,6 +101,24 @@ class WorldFrame:
     collision: np.ndarray  # (B,) bool, motion blocked by near geometry
 
 
+def align_depth_to_memory(depth: torch.Tensor, memory_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Rescale decoded depth (B, 1, H, W) cell by cell so every remembered cell sits at
+    the depth of its remembered point (``memory_depth`` / ``mask``, (B, 1, h, w)).
+
+    Latents copied from memory still encode the z-depth of the view they were first seen
+    from; the memory's points, projected into this view, carry its exact z. Cells with
+    no memory, or with sky in them, are left as decoded.
+    """
+    height, width = depth.shape[-2:]
+    cell = (height // memory_depth.shape[-2], width // memory_depth.shape[-1])
+    finite = torch.isfinite(depth)
+    pooled = F.avg_pool2d(torch.where(finite, depth, torch.zeros_like(depth)), cell)
+    solid = F.avg_pool2d(finite.float(), cell) > 0.999
+    use = (mask > 0) & solid & torch.isfinite(memory_depth) & (pooled > 0)
+    ratio = torch.where(use, memory_depth / pooled.clamp(min=1e-6), torch.ones_like(pooled))
+    return depth * F.interpolate(ratio, size=(height, width), mode="nearest")
+
+
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
     return torch.as_tensor(rgb).permute(0, 3, 1, 2).float() / 255.0
@@ -268,6 +286,7 @@ class World:
         with torch.no_grad():
             latents = self.backend.generate(self.context, memory, mask, memory_depth, camera, noise)
             rgb, depth = self.backend.decode(latents)
+        depth = align_depth_to_memory(depth, memory_depth.to(depth.device), mask.to(depth.device))
         self.states = states.copy()
         self.context = latents
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)

@@ -7,11 +7,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderTiny
 
 from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode
 from mirage_gym.metrics import psnr
 from mirage_gym.models import LatentWorldModel, ModelLoadError, load_backend, shipped_model_path
-from mirage_gym.models.codec import code_to_depth, depth_to_code
+from mirage_gym.models.codec import (
+    RGBDCodec,
+    code_to_depth,
+    depth_to_code,
+    fit_patch_embedding,
+    new_codec,
+    tiny_codec_config,
+)
 from mirage_gym.models.generator import control_input
 from mirage_gym.models.sampler import FlowMatchEulerSampler
 from mirage_gym.scenes import make_scene
@@ -48,6 +56,36 @@ def test_sampler_lands_on_a_perfect_prediction():
     assert len(seen) == 3
     with pytest.raises(ValueError, match="steps"):
         FlowMatchEulerSampler(steps=0)
+
+
+def test_sampler_holds_known_cells_and_fills_the_rest():
+    sampler = FlowMatchEulerSampler(steps=3)
+    known = torch.randn(2, 4, 8, 8)
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    guess = torch.randn_like(known)
+    out = sampler.sample(lambda x, sigma: guess, torch.randn_like(known), known=known, known_mask=mask)
+    torch.testing.assert_close(out, torch.where(mask > 0, known, guess))
+
+
+def test_codec_starts_as_the_linear_patch_code_of_its_data():
+    frames = [make_scene(HELD_OUT_SEED + i).render(np.eye(4), 64, 64) for i in range(4)]
+    rgb = torch.from_numpy(np.stack([f.rgb for f in frames])).permute(0, 3, 1, 2).float() / 255
+    depth = torch.from_numpy(np.stack([f.depth for f in frames]))[:, None]
+    codec = new_codec(width=8, blocks=1)
+    assert codec.downsample == 4
+    fit_patch_embedding(codec, rgb, depth)
+    with torch.no_grad():
+        z = codec.encode(rgb, depth)
+        assert z.shape == (4, 16, 16, 16)
+        out, decoded_depth = codec.decode(z)
+    assert out.shape == (4, 3, 64, 64) and decoded_depth.shape == (4, 1, 64, 64)
+    for a, b in zip(out, rgb):
+        assert psnr(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy()) > 30
+    assert (torch.isinf(decoded_depth) == torch.isinf(depth)).float().mean() > 0.98  # sky where the scene has sky
+    solid = torch.isfinite(depth)
+    assert ((decoded_depth[solid] - depth[solid]).abs() / depth[solid]).median() < 0.05
+    with pytest.raises(ValueError, match="patch_size"):
+        RGBDCodec(AutoencoderTiny(**tiny_codec_config(width=8, patch_size=4)), 2)
 
 
 def test_a_fresh_generator_copies_memory_exactly():

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mirage_gym.geometry import Action, discrete_to_continuous
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
-from mirage_gym.world import World, WorldConfig
+from mirage_gym.world import World, WorldConfig, align_depth_to_memory
 from stand_in import PoolingBackend
 
 
@@ -82,3 +82,15 @@ def test_bad_reset_and_step_input():
         world.step(np.zeros((2, 6)))
     with pytest.raises(ValueError, match="multiples"):
         World(PoolingBackend(), WorldConfig(width=66, height=64))
+
+
+def test_remembered_cells_take_the_depth_of_their_points():
+    depth = torch.full((1, 1, 8, 8), 2.0)
+    depth[..., :4, 4:] = math.inf  # a sky cell stays sky
+    memory_depth = torch.tensor([[[[1.5, math.inf], [3.0, 2.5]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    out = align_depth_to_memory(depth, memory_depth, mask)
+    assert torch.all(out[..., :4, :4] == 1.5) and torch.all(torch.isinf(out[..., :4, 4:]))
+    assert torch.all(out[..., 4:, :4] == 3.0) and torch.all(out[..., 4:, 4:] == 2.5)
+    no_memory = align_depth_to_memory(depth, torch.full_like(memory_depth, math.inf), torch.zeros_like(mask))
+    assert torch.equal(no_memory, depth)

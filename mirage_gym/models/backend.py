@@ -4,6 +4,7 @@ Layout of a model directory (no pickles; everything loads offline)::
 
     mirage_model.json                 format version, latent statistics, sampler settings
     codec/                            diffusers AutoencoderTiny (config.json + safetensors)
+    codec_embedding.safetensors       the codec's linear patch embedding and its inverse
     transformer/                      diffusers WanVACETransformer3DModel
     camera_tokens.safetensors         the relative-pose tokenizer
 
@@ -25,6 +26,8 @@ from mirage_gym.models.sampler import FlowMatchEulerSampler
 FORMAT_VERSION = 1
 MANIFEST = "mirage_model.json"
 CAMERA_FILE = "camera_tokens.safetensors"
+EMBEDDING_FILE = "codec_embedding.safetensors"
+EMBEDDING_KEYS = ("embed.weight", "embed.bias", "unembed.weight", "unembed.bias")  # RGBDCodec's linear path
 
 
 class ModelLoadError(ValueError):
@@ -34,11 +37,15 @@ class ModelLoadError(ValueError):
 class LatentWorldModel(torch.nn.Module):
     """Implements the world core's ``WorldBackend`` protocol with trained networks."""
 
-    def __init__(self, codec: RGBDCodec, generator: LatentGenerator, sampler: FlowMatchEulerSampler | None = None):
+    def __init__(self, codec: RGBDCodec, generator: LatentGenerator, sampler: FlowMatchEulerSampler | None = None,
+                 hold_memory: bool = True):
         super().__init__()
         self.codec = codec
         self.generator = generator
         self.sampler = sampler or FlowMatchEulerSampler()
+        # cells memory shows are kept as remembered (the generator fills only the rest);
+        # False lets the generator rewrite them too (its residual over memory)
+        self.hold_memory = bool(hold_memory)
         self.eval()
 
     @property
@@ -66,6 +73,8 @@ class LatentWorldModel(torch.nn.Module):
         def predict(x, sigma):
             return self.generator.predict_x0(x, sigma, context, memory, mask, memory_depth, camera)
 
+        if self.hold_memory:
+            return self.sampler.sample(predict, noise, known=memory, known_mask=mask)
         return self.sampler.sample(predict, noise)
 
     # ------------------------------------------------------------------ files
@@ -76,14 +85,17 @@ class LatentWorldModel(torch.nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.codec.autoencoder.save_pretrained(path / "codec")
+        codec_state = self.codec.state_dict()
+        save_file({k: codec_state[k].contiguous() for k in EMBEDDING_KEYS}, path / EMBEDDING_FILE)
         self.generator.transformer.save_pretrained(path / "transformer")
         save_file({k: v.contiguous() for k, v in self.generator.camera_tokens.state_dict().items()}, path / CAMERA_FILE)
         manifest = {
             "format_version": FORMAT_VERSION,
             "latents_mean": self.codec.latents_mean.tolist(),
             "latents_std": self.codec.latents_std.tolist(),
+            "codec": {"patch_size": self.codec.patch_size},
             "camera_tokens": {"dim": self.generator.camera_tokens.dim, "tokens": self.generator.camera_tokens.tokens},
-            "sampler": {"steps": self.sampler.steps, "shift": self.sampler.shift},
+            "sampler": {"steps": self.sampler.steps, "shift": self.sampler.shift, "hold_memory": self.hold_memory},
         }
         (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -109,10 +121,14 @@ class LatentWorldModel(torch.nn.Module):
             weights = path / part / "diffusion_pytorch_model.safetensors"
             if not weights.is_file():
                 raise ModelLoadError(f"model weights missing: {weights}")
-        if not (path / CAMERA_FILE).is_file():
-            raise ModelLoadError(f"model weights missing: {path / CAMERA_FILE}")
+        for name in (CAMERA_FILE, EMBEDDING_FILE):
+            if not (path / name).is_file():
+                raise ModelLoadError(f"model weights missing: {path / name}")
         try:
-            codec = RGBDCodec(_quiet_load(AutoencoderTiny, path / "codec"))
+            codec = RGBDCodec(_quiet_load(AutoencoderTiny, path / "codec"), int(manifest["codec"]["patch_size"]))
+            embedding = load_file(path / EMBEDDING_FILE)
+            for name in ("embed", "unembed"):
+                getattr(codec, name).load_state_dict({k: embedding[f"{name}.{k}"] for k in ("weight", "bias")})
             codec.latents_mean.copy_(torch.tensor(manifest["latents_mean"]))
             codec.latents_std.copy_(torch.tensor(manifest["latents_std"]))
             transformer = _quiet_load(WanVACETransformer3DModel, path / "transformer")
@@ -125,7 +141,8 @@ class LatentWorldModel(torch.nn.Module):
             raise ModelLoadError(f"could not load the model at {path}: {type(exc).__name__}: {exc}") from exc
         steps = sampler_steps if sampler_steps is not None else int(manifest["sampler"]["steps"])
         sampler = FlowMatchEulerSampler(steps, float(manifest["sampler"].get("shift", 1.0)))
-        return cls(codec, LatentGenerator(transformer, camera_tokens), sampler).to(device)
+        hold = bool(manifest["sampler"].get("hold_memory", False))
+        return cls(codec, LatentGenerator(transformer, camera_tokens), sampler, hold_memory=hold).to(device)
 
 
 def _quiet_load(cls, folder: Path):

@@ -28,11 +28,19 @@ class FlowMatchEulerSampler:
         s = torch.linspace(1.0, 0.0, self.steps + 1)
         return self.shift * s / (1 + (self.shift - 1) * s)
 
-    def sample(self, predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
-        """Run the steps from ``noise``; ``predict_x0(x, sigma (B,))`` is the model."""
+    def sample(self, predict_x0: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+               known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the steps from ``noise``; ``predict_x0(x, sigma (B,))`` is the model.
+
+        ``known`` / ``known_mask`` (B, 1, h, w) hold cells fixed (inpainting, as RePaint
+        does): every step's ``x0`` takes ``known`` there, so the sample ends exactly on it
+        and the model only fills the rest, in agreement with what it was given.
+        """
         x = noise
         sigmas = self.sigmas().tolist()
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             x0 = predict_x0(x, torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype))
+            if known is not None:
+                x0 = torch.where(known_mask > 0, known, x0)
             x = x0 + (sigma_next / sigma) * (x - x0)
         return x

@@ -30,11 +30,12 @@ class TinyTrainConfig:
 
     sequences: int = 1200  # training trajectories (one scene each)
     length: int = 16  # frames per trajectory
-    codec_width: int = 48
-    codec_steps: int = 3000
+    codec_width: int = 64
+    codec_patch: int = 4
+    codec_steps: int = 800
     codec_batch: int = 32
-    codec_lr: float = 2e-3
-    generator_steps: int = 4000
+    codec_lr: float = 1e-3
+    generator_steps: int = 2500
     generator_batch: int = 32
     generator_lr: float = 1e-3
     seed: int = 0
@@ -58,14 +59,13 @@ def _load_or_render(out: Path, cfg: TinyTrainConfig, progress: bool):
 
 def train_codec_stage(out: Path, cfg: TinyTrainConfig, data, progress: bool = True):
     """Train (or resume) the codec and return it with fitted latent statistics."""
-    from diffusers import AutoencoderTiny
-
-    from mirage_gym.models.codec import RGBDCodec, tiny_codec_config
-    from mirage_gym.training.codec import fit_latent_stats, train_codec
+    from mirage_gym.models.codec import new_codec
+    from mirage_gym.training.codec import fit_latent_stats, init_codec, train_codec
     from mirage_gym.training.loop import TrainLoop
 
     torch.manual_seed(cfg.seed)
-    codec = RGBDCodec(AutoencoderTiny(**tiny_codec_config(cfg.codec_width)))
+    codec = new_codec(cfg.codec_width, patch_size=cfg.codec_patch)
+    init_codec(codec, data, seed=cfg.seed)  # a resumed run's checkpoint overwrites it
     loop = TrainLoop("codec", codec, out, cfg.codec_steps, cfg.codec_lr, seed=cfg.seed, progress=progress)
     if not loop.done:
         train_codec(codec, data, loop, batch=cfg.codec_batch)
@@ -89,5 +89,39 @@ def train_tiny(out: str | Path, cfg: TinyTrainConfig | None = None, stages: str 
     from mirage_gym.training.generator import train_generator_stage
 
     model_dir = train_generator_stage(out, cfg, data, codec, progress)
-    (out / "train_time.json").write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
+    seconds = round(time.perf_counter() - start, 1)
+    (out / "train_time.json").write_text(json.dumps({"seconds": seconds}))
+    (model_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (model_dir / "README.md").write_text(model_card(cfg))
     return model_dir
+
+
+def model_card(cfg: TinyTrainConfig) -> str:
+    """The README written beside the weights: what they are and the command that remakes them."""
+    defaults = TinyTrainConfig()
+    flags = "".join(
+        f" --{name.replace('_', '-')} {getattr(cfg, name)}"
+        for name in ("sequences", "codec_steps", "generator_steps", "seed", "threads")
+        if getattr(cfg, name) != getattr(defaults, name)
+    )
+    return f"""# The embedded default world model ("tiny")
+
+An RGB-D codec (diffusers `AutoencoderTiny` behind a {cfg.codec_patch}x{cfg.codec_patch} pixel unshuffle,
+64x64 frames to a 16x16x16 latent grid, width {cfg.codec_width}) and a VACE-conditioned
+`WanVACETransformer3DModel` generator (memory, mask, memory depth and camera rays in the control
+branch; camera motion as tokens), trained from scratch on procedural scenes (seeds from
+{TRAIN_SEED_BASE} up, disjoint from every evaluation seed). All files are safetensors + JSON;
+`mirage_model.json` holds the latent statistics and sampler settings, `train_config.json`
+the exact training configuration.
+
+Reproduce (CPU, resumable: re-run the same command after an interruption):
+
+```bash
+mirage-gym train tiny --out runs/tiny{flags} --ship
+```
+
+Stages: render {cfg.sequences} trajectories of {cfg.length} frames; codec {cfg.codec_steps} steps at batch
+{cfg.codec_batch}; generator samples (a world grown along each trajectory); generator
+{cfg.generator_steps} steps at batch {cfg.generator_batch}; export. Losses are logged to
+`runs/tiny/codec_log.csv` and `runs/tiny/generator_log.csv`.
+"""

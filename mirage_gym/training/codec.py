@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mirage_gym.models.codec import RGBDCodec, depth_to_code
+from mirage_gym.models.codec import RGBDCodec, depth_to_code, fit_patch_embedding
 from mirage_gym.training.data import Sequences
 from mirage_gym.training.loop import TrainLoop
 
@@ -46,6 +46,13 @@ def train_codec(codec: RGBDCodec, data: Sequences, loop: TrainLoop, batch: int =
     for rng in loop:
         rgb, depth = frame_batch(data, rng, batch)
         loop.update(codec_loss(codec, rgb, depth, depth_known=rng.random() >= depth_dropout))
+
+
+@torch.no_grad()
+def init_codec(codec: RGBDCodec, data: Sequences, frames: int = 4096, seed: int = 0) -> None:
+    """Fit the codec's linear path to the principal components of ``frames`` random frames."""
+    rgb, depth = frame_batch(data, np.random.default_rng(seed), min(frames, data.rgb.shape[0] * data.rgb.shape[1]))
+    fit_patch_embedding(codec, rgb, depth)
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from mirage_gym.training.loop import TrainLoop
 from mirage_gym.world import World, WorldConfig, to_image_tensor
 
 SAMPLER_STEPS = 3
+MEMORY_CELL_WEIGHT = 0.25  # loss weight of cells memory covers, relative to the rest
 
 
 @dataclass
@@ -116,7 +117,10 @@ def generator_batch(samples: GeneratorSamples, rng: np.random.Generator, batch: 
     uniform = torch.from_numpy(rng.uniform(0.02, 1.0, size=batch)).float()
     scheduled = sigmas[torch.from_numpy(rng.integers(len(sigmas), size=batch))]
     sigma = torch.where(torch.from_numpy(rng.random(batch) < 0.5), uniform, scheduled)
-    noisy = (1 - sigma.view(-1, 1, 1, 1)) * target + sigma.view(-1, 1, 1, 1) * torch.randn_like(target)
+    # remembered cells are noised from the memory itself: the sampler holds them there
+    # (hold_memory), so that is what the network sees at every step of inference
+    clean = torch.where(mask > 0, memory, target)
+    noisy = (1 - sigma.view(-1, 1, 1, 1)) * clean + sigma.view(-1, 1, 1, 1) * torch.randn_like(target)
     return (noisy, sigma, context, memory, mask, memory_depth, camera), target
 
 
@@ -143,8 +147,16 @@ def train_generator_stage(out: Path, cfg, data: Sequences, codec: RGBDCodec, pro
         x0 = generator.predict_x0(*inputs)
         err = (x0 - target) ** 2
         valid = inputs[4]
-        losses = {"total": err.mean(), "in_memory": (err * valid).sum() / (valid.sum() * err.shape[1]).clamp(min=1)}
+        # the sampler holds remembered cells (hold_memory), so what the generator invents
+        # around them is what shows; remembered cells keep a smaller weight so the
+        # residual mode (hold_memory=False) stays usable
+        weight = 1.0 - (1.0 - MEMORY_CELL_WEIGHT) * valid
+        losses = {
+            "total": (err * weight).sum() / (weight.sum() * err.shape[1]),
+            "in_memory": (err * valid).sum() / (valid.sum() * err.shape[1]).clamp(min=1),
+            "outside": (err * (1 - valid)).sum() / ((1 - valid).sum() * err.shape[1]).clamp(min=1),
+        }
         loop.update(losses)
     model_dir = out / "model"
-    LatentWorldModel(codec, generator.eval(), sampler).save_pretrained(model_dir)
+    LatentWorldModel(codec, generator.eval(), sampler, hold_memory=True).save_pretrained(model_dir)
     return model_dir
