@@ -4,11 +4,21 @@ One deterministic camera walk (forward runs, turns, look-arounds, glances up and
 stays in free space via ``scene.is_free`` and revisits the rooms it crosses) through a
 procedural scene. Frames are rendered up front, outside every timed region. Each memory
 then replays the whole walk in its own pass (so one memory's working set never pollutes
-another's caches); per step it does what a world model with that memory would do:
+another's caches); per step it does what a world model with that memory would do. Every
+row writes the same filtered frames (``static_keep_mask`` with the world's far: no sky).
 
-* ``latent``: ``LatentSpatialMemory(channels=16)`` read at the new pose on the /8 latent
-  grid + write of the new frame's latent grid (random 16-channel latents: only cost is
-  measured; depth from the render, keep mask from ``static_keep_mask``).
+* ``latent``: exactly the memory traffic of ``World`` (``mirage_gym/world.py``) per step,
+  on the memory a default ``World`` builds (taken from ``World.memories``, so it has the
+  ``WorldConfig`` voxel size, capacity and far and the memory's default float16 storage).
+  Step 0 is ``World.reset``: the seed frame is written with known depth (confidence 1).
+  Every later step is ``World.step``: a move's clearance check against memory
+  (``distance_to``, as ``World._blocked`` does when the camera moves), the read at the new
+  pose on the /8 latent grid (``_advance``), then the write of the frame (``_remember``)
+  with ``skip_cells`` = the readout mask (cells the generator copied from memory are not
+  re-lifted, so memory grows only with novel cells), ``reject_closer_than_memory`` =
+  ``residual_tolerance`` and the generated-frame confidence. Latents are random 16-channel
+  grids (only cost is measured); depth comes from the render. The world's coverage
+  bookkeeping (reward, not memory) is not timed.
 * ``color (append)``: ``ColorPointCloudMemory`` render at full pixel resolution + the codec
   re-encode of that render (a diffusers autoencoder with random weights) + write of the new
   frame's pixels, appended (Voyager / Spatia).
@@ -16,7 +26,9 @@ another's caches); per step it does what a world model with that memory would do
 
 The decode of the generated frame is common to both designs and is not timed. Reported per
 row: median per-step time over an early window (steps 10-30) and a late window (the last 20
-steps), cache bytes at the last step, and the ratios latent vs color.
+steps), cache bytes at the last step, and the ratios latent vs color. Every row runs on one
+torch thread by default (``--threads``): with other jobs on the machine, intra-op threads
+wait on each other and per-step times swing by up to 100x.
 
     python benchmarks/memory.py            # 300 steps at 256x256 and 512x512
     python benchmarks/memory.py --quick    # 60 steps at 256x256 (CI-sized)
@@ -33,7 +45,9 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -43,12 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mirage_gym.geometry import Action, RigConfig, apply_motion, discrete_to_continuous, pose_from_state  # noqa: E402
 from mirage_gym.memory import ColorPointCloudMemory, LatentSpatialMemory, static_keep_mask  # noqa: E402
 from mirage_gym.scenes import make_scene  # noqa: E402
+from mirage_gym.world import World, WorldConfig  # noqa: E402
 
 LATENT_CHANNELS = 16
 DOWNSAMPLE = 8
 DEDUP_VOXEL = 0.02  # about one pixel's footprint at 2-3 m at 256 px, 90 degrees FOV
 CLEARANCE = 0.4  # metres from any solid (scene.is_free)
 MIN_VIEW = 0.9  # median depth (metres) the camera keeps ahead of it
+WORLD = WorldConfig()  # the product's defaults: memory config and write policy of the latent row
 
 # The codec that re-encodes the color render: diffusers AutoencoderTiny (TAESD architecture)
 # with /8 downsampling to 16 latent channels, width 32 like the project's tiny codec
@@ -133,6 +149,12 @@ def revisit_share(poses: list[np.ndarray], cell: float = 0.5) -> float:
     return hits / len(poses)
 
 
+def moved(poses: list[np.ndarray]) -> list[bool]:
+    """Which steps translate the camera (the world checks clearance against memory on those);
+    the others only turn or look up and down."""
+    return [False] + [not np.allclose(a[:3, 3], b[:3, 3]) for a, b in zip(poses, poses[1:])]
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -145,12 +167,25 @@ def build_codec():
     return codec, params
 
 
-def warm_up(make_memory, frames, read, write) -> None:
-    """A few untimed steps on a throw-away memory: first calls of torch ops are slow."""
+def replay(make_memory, frames, prepare, step) -> dict:
+    """Time ``step(memory, t, frame, *prepare(t, frame))`` over the walk on a fresh memory.
+
+    ``prepare`` (untimed) turns a frame into the row's inputs; ``step`` returns the readout
+    (or None). A few untimed steps on a throw-away memory go first: first calls of torch ops
+    are slow.
+    """
+    warm = make_memory()
+    for t, f in enumerate(frames[:3]):
+        step(warm, t, f, *prepare(t, f))
     memory = make_memory()
-    for f in frames[:3]:
-        read(memory, f)
-        write(memory, f)
+    times, coverage = [], []
+    for t, f in enumerate(frames):
+        args = prepare(t, f)
+        start = time.perf_counter()
+        out = step(memory, t, f, *args)
+        times.append(time.perf_counter() - start)
+        coverage.append(0.0 if out is None else out.coverage)
+    return {"times": times, "coverage": coverage, "stats": memory.stats()}
 
 
 def best_of(runs: list[dict]) -> dict:
@@ -163,49 +198,61 @@ def best_of(runs: list[dict]) -> dict:
     }
 
 
+def keep_mask(f) -> torch.Tensor:
+    """The filter every row applies before writing: no sky, nothing beyond the world's far."""
+    return static_keep_mask(f.depth, f.labels, far=WORLD.far)
+
+
+def world_memory(size: int) -> LatentSpatialMemory:
+    """A fresh memory exactly as a default ``World`` of this frame size builds it."""
+    no_model = SimpleNamespace(latent_channels=LATENT_CHANNELS, downsample=DOWNSAMPLE)  # the world needs only these
+    return World(no_model, replace(WORLD, width=size, height=size)).memories[0]
+
+
 def run_latent(frames, size: int, seed: int = 0) -> dict:
+    """The world's memory traffic per step (see the module docstring)."""
     grid = (size // DOWNSAMPLE, size // DOWNSAMPLE)
-    memory = LatentSpatialMemory(channels=LATENT_CHANNELS)
+    moves = moved([f.pose for f in frames])
     gen = torch.Generator().manual_seed(seed)
-    times, coverage = [], []
-    warm_up(
-        lambda: LatentSpatialMemory(channels=LATENT_CHANNELS),
-        frames,
-        lambda m, f: m.read(f.pose, f.intrinsics, grid, image_size=(size, size)),
-        lambda m, f: m.write(torch.randn(LATENT_CHANNELS, *grid), f.depth, f.pose, f.intrinsics),
-    )
-    for t, f in enumerate(frames):
-        latents = torch.randn(LATENT_CHANNELS, *grid, generator=gen)
-        depth, keep = torch.from_numpy(f.depth), static_keep_mask(f.depth, f.labels)
-        start = time.perf_counter()
-        if t:
-            out = memory.read(f.pose, f.intrinsics, grid, image_size=(size, size))
-        memory.write(latents, depth, f.pose, f.intrinsics, keep_mask=keep)
-        times.append(time.perf_counter() - start)
-        coverage.append(float(out.mask.mean()) if t else 0.0)
-    return {"times": times, "coverage": coverage, "stats": memory.stats()}
+
+    def prepare(t, f):
+        return torch.randn(LATENT_CHANNELS, *grid, generator=gen), torch.from_numpy(f.depth), keep_mask(f)
+
+    def step(memory, t, f, latents, depth, keep):
+        if t == 0:  # World.reset: the seed frame, depth known
+            memory.write(latents, depth, f.pose, f.intrinsics, keep_mask=keep, confidence=1.0)
+            return None
+        if moves[t]:
+            memory.distance_to(f.pose[:3, 3])  # World._blocked: clearance check of a move
+        out = memory.read(f.pose, f.intrinsics, grid, image_size=(size, size))  # World._advance
+        memory.write(  # World._remember
+            latents,
+            depth,
+            f.pose,
+            f.intrinsics,
+            keep_mask=keep,
+            confidence=WORLD.generated_confidence,
+            reject_closer_than_memory=WORLD.residual_tolerance,
+            skip_cells=out.mask[0] > 0,
+        )
+        return out
+
+    return replay(lambda: world_memory(size), frames, prepare, step)
 
 
 def run_color(frames, size: int, codec, dedup: float | None) -> dict:
-    memory = ColorPointCloudMemory(dedup_voxel_size=dedup)
-    times, coverage = [], []
-    warm_up(
-        lambda: ColorPointCloudMemory(dedup_voxel_size=dedup),
-        frames,
-        lambda m, f: codec.encode(m.read(f.pose, f.intrinsics, (size, size)).features[None] * 2.0 - 1.0),
-        lambda m, f: m.write(torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255.0, f.depth, f.pose, f.intrinsics),
-    )
-    for t, f in enumerate(frames):
-        rgb = torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255.0
-        depth, keep = torch.from_numpy(f.depth), static_keep_mask(f.depth, f.labels)
-        start = time.perf_counter()
+    def prepare(t, f):
+        return torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255.0, torch.from_numpy(f.depth), keep_mask(f)
+
+    def step(memory, t, f, rgb, depth, keep):
+        out = None
         if t:
             out = memory.read(f.pose, f.intrinsics, (size, size))
             codec.encode(out.features[None] * 2.0 - 1.0)  # the render, re-encoded every step
         memory.write(rgb, depth, f.pose, f.intrinsics, keep_mask=keep)
-        times.append(time.perf_counter() - start)
-        coverage.append(float(out.mask.mean()) if t else 0.0)
-    return {"times": times, "coverage": coverage, "stats": memory.stats()}
+        return out
+
+    return replay(lambda: ColorPointCloudMemory(dedup_voxel_size=dedup, far=WORLD.far), frames, prepare, step)
 
 
 def windows(steps: int) -> tuple[range, range]:
@@ -214,12 +261,25 @@ def windows(steps: int) -> tuple[range, range]:
     return range(max(w // 2, 5), max(w // 2, 5) + w), range(steps - w, steps)
 
 
-def summarise(run: dict, early: range, late: range) -> dict:
-    med = lambda r: statistics.median(run["times"][i] for i in r)  # noqa: E731
+def summarise(run: dict, early: range, late: range, moves: list[bool]) -> dict:
+    """Window medians and totals. ``late_over_early_moves`` / ``_turns`` compare like with
+    like: the walk opens with a look-around, so the early window is mostly turns and the
+    late one mostly moves, and a latent move also runs the clearance check."""
+
+    def med(steps: range, kind: bool | None = None) -> float | None:
+        times = [run["times"][i] for i in steps if kind in (None, moves[i])]
+        return statistics.median(times) if times else None
+
+    def late_over_early(kind: bool | None = None) -> float | None:
+        a, b = med(late, kind), med(early, kind)
+        return None if a is None or b is None else a / b
+
     return {
         "early_ms": 1e3 * med(early),
         "late_ms": 1e3 * med(late),
-        "late_over_early": med(late) / med(early),
+        "late_over_early": late_over_early(),
+        "late_over_early_moves": late_over_early(True),
+        "late_over_early_turns": late_over_early(False),
         "passes": run["passes"],
         "points": int(run["stats"]["points"]),
         "bytes": int(run["stats"]["bytes"]),
@@ -228,6 +288,10 @@ def summarise(run: dict, early: range, late: range) -> dict:
         "coverage_late": float(np.mean([run["coverage"][i] for i in late])),
         "step_ms": [round(1e3 * x, 3) for x in run["times"]],
     }
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def fmt_bytes(n: int) -> str:
@@ -247,12 +311,17 @@ def main(argv=None) -> int:
     parser.add_argument("--latent-repeats", type=int, default=5,
                         help="passes of the latent row, per-step minimum taken (a pass costs about a second)")
     parser.add_argument("--repeats", type=int, default=1, help="passes of each color row, per-step minimum taken")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for every row, 0 for torch's default (default 1: with other jobs "
+                        "running, intra-op threads wait on each other and steps swing by up to 100x)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     steps = args.steps or (60 if args.quick else 300)
     sizes = args.sizes or ([256] if args.quick else [256, 512])
     if args.latent_repeats < 1 or args.repeats < 1:
         parser.error("repeats must be at least 1")
+    if args.threads < 0:
+        parser.error("--threads must be at least 0")
     if steps < 20:
         parser.error("--steps must be at least 20")
     for s in sizes:
@@ -260,8 +329,11 @@ def main(argv=None) -> int:
             parser.error(f"frame sizes must be positive multiples of {DOWNSAMPLE}, got {s}")
 
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     scene = make_scene(args.scene_seed)
     poses = walk(scene, steps)
+    moves = moved(poses)
     early, late = windows(steps)
     codec, codec_params = build_codec()
     codec_desc = (
@@ -269,10 +341,16 @@ def main(argv=None) -> int:
         f"encoder blocks {CODEC_CONFIG['num_encoder_blocks']}, {codec_params / 1e6:.2f}M encoder params"
     )
     print(f"scene {scene!r}")
+    n_moves = [sum(moves[i] for i in w) for w in (early, late)]
     print(f"walk: {steps} steps, revisit share {revisit_share(poses):.2f}; windows: steps "
-          f"{early.start}-{early.stop} and {late.start}-{late.stop}; torch threads {torch.get_num_threads()}")
+          f"{early.start}-{early.stop} ({n_moves[0]} moves) and {late.start}-{late.stop} ({n_moves[1]} moves); "
+          f"torch threads {torch.get_num_threads()}")
     print(f"codec (color rows): {codec_desc}")
-    print(f"color (voxel dedup) voxel: {DEDUP_VOXEL} m; latent: voxel 0.05 m, capacity 262144, grid /8")
+    latent_config = world_memory(sizes[0]).config()
+    latent_config.update(downsample=DOWNSAMPLE, residual_tolerance=WORLD.residual_tolerance,
+                         generated_confidence=WORLD.generated_confidence, skip_cells="readout mask")
+    print(f"color (voxel dedup) voxel: {DEDUP_VOXEL} m; far {WORLD.far} m for every row")
+    print(f"latent (the World's memory and write policy): {latent_config}")
     print(f"passes: latent {args.latent_repeats}, color {args.repeats} (per-step minimum over passes); "
           f"load average at start {os.getloadavg()[0]:.2f}\n")
 
@@ -285,7 +363,7 @@ def main(argv=None) -> int:
             "early_window": [early.start, early.stop],
             "late_window": [late.start, late.stop],
             "revisit_share": revisit_share(poses),
-            "latent": {"channels": LATENT_CHANNELS, "downsample": DOWNSAMPLE, "voxel_size": 0.05, "capacity": 262144},
+            "latent": latent_config,
             "color_dedup_voxel": DEDUP_VOXEL,
             "codec": codec_desc,
             "codec_config": {k: list(v) if isinstance(v, tuple) else v for k, v in CODEC_CONFIG.items()},
@@ -302,10 +380,10 @@ def main(argv=None) -> int:
         frames = [scene.render(p, size, size) for p in poses]
         render_s = time.perf_counter() - t0
         rows = {
-            "latent": summarise(best_of([run_latent(frames, size) for _ in range(args.latent_repeats)]), early, late),
-            "color_append": summarise(best_of([run_color(frames, size, codec, None) for _ in range(args.repeats)]), early, late),
+            "latent": summarise(best_of([run_latent(frames, size) for _ in range(args.latent_repeats)]), early, late, moves),
+            "color_append": summarise(best_of([run_color(frames, size, codec, None) for _ in range(args.repeats)]), early, late, moves),
             "color_dedup": summarise(
-                best_of([run_color(frames, size, codec, DEDUP_VOXEL) for _ in range(args.repeats)]), early, late
+                best_of([run_color(frames, size, codec, DEDUP_VOXEL) for _ in range(args.repeats)]), early, late, moves
             ),
         }
         lat, app, ded = rows["latent"], rows["color_append"], rows["color_dedup"]
@@ -317,6 +395,8 @@ def main(argv=None) -> int:
             "bytes_vs_append": app["bytes"] / max(lat["bytes"], 1),
             "bytes_vs_dedup": ded["bytes"] / max(lat["bytes"], 1),
             "latent_late_over_early": lat["late_over_early"],
+            "latent_late_over_early_moves": lat["late_over_early_moves"],
+            "latent_late_over_early_turns": lat["late_over_early_turns"],
         }
         checks = {
             "latent_10x_faster_than_color": min(ratios["speed_vs_append_early"], ratios["speed_vs_append_late"]) >= 10.0,
@@ -334,7 +414,9 @@ def main(argv=None) -> int:
             f"{size:>7} latent vs append: {ratios['speed_vs_append_early']:.0f}x / {ratios['speed_vs_append_late']:.0f}x faster "
             f"(early/late), {ratios['bytes_vs_append']:.0f}x fewer bytes; vs dedup: "
             f"{ratios['speed_vs_dedup_early']:.0f}x / {ratios['speed_vs_dedup_late']:.0f}x faster, "
-            f"{ratios['bytes_vs_dedup']:.1f}x fewer bytes; latent late/early {ratios['latent_late_over_early']:.2f}"
+            f"{ratios['bytes_vs_dedup']:.1f}x fewer bytes; latent late/early {ratios['latent_late_over_early']:.2f} "
+            f"(like for like: moves {fmt_ratio(ratios['latent_late_over_early_moves'])}, "
+            f"turns {fmt_ratio(ratios['latent_late_over_early_turns'])})"
         )
         lines.append(f"{size:>7} checks: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in checks.items()))
         lines.append("")

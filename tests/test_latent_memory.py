@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state
+from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state, scale_intrinsics, splat_nearest
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.memory.latent import SURFACE_TOLERANCE, chunk_major_keys
 from mirage_gym.scenes import LABEL_DYNAMIC, LABEL_SKY, make_scene
 
 SIZE, GRID = 64, 16
@@ -26,14 +27,16 @@ def write_render(memory, scene, pose, **kwargs):
     return r
 
 
-def test_same_pose_read_reproduces_the_written_grid():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_same_pose_read_reproduces_the_written_grid(dtype):
+    """Exactly, up to the storage rounding (float16 by default); reads are float32."""
     scene = make_scene(3, kind="indoor")
-    memory = LatentSpatialMemory(3)
+    memory = LatentSpatialMemory(3, feature_dtype=dtype)
     r = write_render(memory, scene, np.eye(4))
     out = memory.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE))
     valid = out.mask[0] > 0
-    assert valid.float().mean() >= 0.95
-    torch.testing.assert_close(out.features[:, valid], rgb_latents(r.rgb)[:, valid])
+    assert valid.float().mean() >= 0.95 and out.features.dtype == torch.float32
+    assert torch.equal(out.features[:, valid], rgb_latents(r.rgb).to(dtype).float()[:, valid])
 
 
 def test_moved_pose_read_agrees_with_the_true_render():
@@ -84,12 +87,14 @@ def test_writing_the_same_view_100_times_does_not_grow_memory():
     scene = make_scene(7)
     memory = LatentSpatialMemory(3)
     r = write_render(memory, scene, np.eye(4))
-    n = len(memory)
+    n, held = len(memory), memory.stats()["bytes"]
     keep = static_keep_mask(r.depth, r.labels)
     for _ in range(100):
         memory.write(rgb_latents(r.rgb), r.depth, np.eye(4), r.intrinsics, keep_mask=keep)
-    assert len(memory) == n
-    assert memory.stats()["bytes"] == n * memory.bytes_per_entry
+    assert len(memory) == n and memory.stats()["bytes"] == held
+    # xyz float32, latent float16, recency int32, confidence float16, index key int64 + slot int32
+    assert memory.bytes_per_entry == 12 + 3 * 2 + 4 + 2 + 8 + 4
+    assert n * memory.bytes_per_entry < held < n * (memory.bytes_per_entry + 32)  # + the chunk table
 
 
 def test_first_confident_write_wins_and_weak_entries_are_upgraded():
@@ -154,11 +159,17 @@ def test_corrupt_state_is_refused_and_leaves_memory_untouched():
     assert len(memory) == before
 
 
-def test_reprojection_residual_check_rejects_things_in_front_of_memory():
+@pytest.mark.parametrize("read_first", [False, True])
+def test_reprojection_residual_check_rejects_things_in_front_of_memory(read_first):
+    """Also when the check reuses the world's read at the same pose (``read_first``)."""
     memory = LatentSpatialMemory(2)
     k8 = intrinsics_from_fov(8, 8)
+    if read_first:  # a stale read of the empty memory must not be reused
+        memory.read(np.eye(4), k8, (4, 4), image_size=(8, 8))
     memory.write(torch.zeros(2, 4, 4), torch.full((8, 8), 4.0), np.eye(4), k8)
     n = len(memory)
+    if read_first:
+        assert memory.read(np.eye(4), k8, (4, 4), image_size=(8, 8)).coverage == 1
     intruder = torch.full((8, 8), 4.0)
     intruder[:4, :4] = 1.0  # something walked in front of the wall
     added = memory.write(torch.ones(2, 4, 4), intruder, np.eye(4), k8, reject_closer_than_memory=0.2).added
@@ -220,3 +231,47 @@ def test_skipped_cells_are_not_written_but_count_as_seen():
     assert result.added == 8 and result.static_xyz.shape == (16, 3)
     with pytest.raises(ValueError, match="skip_cells"):
         memory.write(torch.ones(2, 4, 4), torch.full((8, 8), 2.0), np.eye(4), k8, skip_cells=torch.zeros(2, 2))
+
+
+def random_pose(rng: np.random.Generator) -> np.ndarray:
+    eye = rng.uniform(-3, 3, 3)
+    return look_at_pose(eye, eye + rng.normal(size=3), up=rng.normal(size=3))
+
+
+@pytest.mark.parametrize("voxel_size", [0.01, 0.05, 0.2])
+def test_culled_read_and_distance_equal_brute_force(voxel_size):
+    """Chunk culling changes no readout bit, no touched entry and no distance.
+
+    The reference projects every entry, in voxel-key order (equal depths go to the lower key).
+    """
+    rng = np.random.default_rng(int(voxel_size * 100))
+    memory = LatentSpatialMemory(3, voxel_size=voxel_size)
+    for seed in range(3):  # procedural views, then scattered random depth across many chunks
+        write_render(memory, make_scene(seed), random_pose(rng))
+    for _ in range(3):
+        depth = torch.as_tensor(rng.uniform(0.1, 30.0, (SIZE, SIZE)), dtype=torch.float32)
+        memory.write(torch.as_tensor(rng.normal(size=(3, GRID, GRID)), dtype=torch.float32), depth, random_pose(rng), K)
+    skewed = np.array([[9.0, 0.7, 7.3], [0.0, 11.0, 5.1], [0.0, 0.0, 1.0]])
+    culled = 0
+    for i in range(40):
+        pose = random_pose(rng)
+        k, (h, w) = (scale_intrinsics(K, (SIZE, SIZE), (GRID, GRID)), (GRID, GRID)) if i % 2 else (skewed, (12, 20))
+        before = memory.state_dict()
+        order = torch.argsort(chunk_major_keys(before["xyz"], voxel_size)[0])
+        memory.clock += 1  # so touched entries show
+        out = memory.read(pose, k, (h, w))
+        cells, index, depth = splat_nearest(
+            before["xyz"][order], torch.as_tensor(k).float(), torch.as_tensor(pose).float(), h, w, depth_tolerance=SURFACE_TOLERANCE
+        )
+        points = order[index]
+        features = torch.zeros(h * w, 3)
+        features[cells] = before["features"][points].float()
+        assert torch.equal(out.features, features.T.reshape(3, h, w))
+        assert torch.equal(out.mask.flatten() > 0, torch.isin(torch.arange(h * w), cells))
+        assert torch.equal(out.depth.flatten()[cells], depth)
+        touched = torch.nonzero(memory.state_dict()["last_seen"] == memory.clock).flatten()
+        assert torch.equal(touched, torch.sort(points).values)
+        culled += len(memory._slots_in_view(torch.as_tensor(pose), torch.as_tensor(k), h, w)) < len(memory)
+        p = rng.uniform(-5, 5, 3)
+        assert memory.distance_to(p) == float(((before["xyz"] - torch.as_tensor(p).float()) ** 2).sum(dim=1).min().sqrt())
+    assert culled >= 20, "the test must exercise culling"

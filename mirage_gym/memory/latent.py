@@ -9,10 +9,22 @@ Where Mirage appends every point, this memory keeps one entry per voxel (the fir
 confident write wins, so the seed view is never degraded) and a capacity cap with
 least-recently-seen eviction, so memory and per-step cost stay flat over unbounded
 episodes. Everything is vectorised torch on the memory's device.
+
+Reads cost what the camera can see, not what memory holds: the sorted voxel index is
+ordered chunk first (a chunk is 16^3 voxels, 0.8 m cubes at 5 cm), so each chunk's entries
+are one contiguous range of it. A read keeps the chunks whose bounding sphere meets the
+view frustum and projects only their entries; a culled chunk cannot hold a point in view,
+so the result is exactly the brute-force one. The nearest-point query culls the same way.
+
+Entries are stored compactly: latent vectors as float16 by default (the generator gets
+float32 back; the rounding, about 5e-4 relative, is far below the codec's error),
+recency and index slots as int32, confidence as float16; voxel keys are kept only in the
+sorted index (they are a function of the points, recomputed when needed).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +43,25 @@ from mirage_gym.memory.base import (
 
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)
+_CHUNK_BITS = 4  # a chunk is 16 voxels a side (0.8 m at 5 cm): the unit of culling
+_LOCAL_BITS = 3 * _CHUNK_BITS
 _NO_SLOT = -1
+_NEAR = 1e-3  # metres: points closer to the camera plane are not read
+# points within this fraction of a cell's nearest depth are one surface; the one landing
+# closest to the cell centre shows (at a revisited pose, the cell's own point)
+SURFACE_TOLERANCE = 0.25
+_ENTRY_BUFFERS = ("_xyz", "_features", "_last_seen", "_confidence")
+
+
+def _voxel_ijk(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative voxel coordinates (N, 3) of 21 bits each, and which points fit them."""
+    ijk = torch.floor(xyz / voxel_size).long() + _KEY_OFFSET
+    in_range = ((ijk >= 0) & (ijk < (1 << _KEY_BITS))).all(dim=1)
+    return ijk.clamp(0, (1 << _KEY_BITS) - 1), in_range
+
+
+def _pack(ijk: torch.Tensor, bits: int) -> torch.Tensor:
+    return (ijk[:, 0] << (2 * bits)) | (ijk[:, 1] << bits) | ijk[:, 2]
 
 
 def voxel_keys(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,11 +69,17 @@ def voxel_keys(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torc
 
     21 bits per axis: at 5 cm voxels that spans about 100 km, far beyond any scene.
     """
-    ijk = torch.floor(xyz / voxel_size).long() + _KEY_OFFSET
-    in_range = ((ijk >= 0) & (ijk < (1 << _KEY_BITS))).all(dim=1)
-    ijk = ijk.clamp(0, (1 << _KEY_BITS) - 1)
-    keys = (ijk[:, 0] << (2 * _KEY_BITS)) | (ijk[:, 1] << _KEY_BITS) | ijk[:, 2]
-    return keys, in_range
+    ijk, in_range = _voxel_ijk(xyz, voxel_size)
+    return _pack(ijk, _KEY_BITS), in_range
+
+
+def chunk_major_keys(xyz: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`voxel_keys` but with the voxel's chunk in the high bits (``key >> _LOCAL_BITS``
+    is the chunk id), so that sorted, the voxels of one chunk are contiguous."""
+    ijk, in_range = _voxel_ijk(xyz, voxel_size)
+    chunk = _pack(ijk >> _CHUNK_BITS, _KEY_BITS - _CHUNK_BITS)
+    local = _pack(ijk & ((1 << _CHUNK_BITS) - 1), _CHUNK_BITS)
+    return (chunk << _LOCAL_BITS) | local, in_range
 
 
 @dataclass
@@ -68,7 +104,8 @@ class LatentSpatialMemory:
         far: points farther than this (metres) are treated like sky and not written.
         confident: confidence at or above which a written entry is final; a less
             confident entry is replaced by a later, more confident write of its voxel.
-        feature_dtype: storage dtype of latent vectors (float32 keeps reads exact).
+        feature_dtype: storage dtype of latent vectors; float16 halves memory, float32
+            keeps reads bit-exact. Reads always return float32.
         device: where all tensors live.
     """
 
@@ -80,7 +117,7 @@ class LatentSpatialMemory:
         depth_pooling: str = "area",
         far: float = 100.0,
         confident: float = 0.5,
-        feature_dtype: torch.dtype = torch.float32,
+        feature_dtype: torch.dtype = torch.float16,
         device: str | torch.device = "cpu",
     ):
         if int(channels) <= 0:
@@ -93,6 +130,8 @@ class LatentSpatialMemory:
             raise ValueError(f"depth_pooling must be 'area' or 'median', got {depth_pooling!r}")
         if not far > 0:
             raise ValueError(f"far must be positive, got {far}")
+        if not feature_dtype.is_floating_point:
+            raise ValueError(f"feature_dtype must be a floating dtype, got {feature_dtype}")
         self.channels = int(channels)
         self.voxel_size = float(voxel_size)
         self.capacity = None if capacity is None else int(capacity)
@@ -101,6 +140,8 @@ class LatentSpatialMemory:
         self.confident = float(confident)
         self.feature_dtype = feature_dtype
         self.device = torch.device(device)
+        # bounding-sphere radius of a chunk, 5% over so float rounding never culls a point in view
+        self._chunk_radius = 1.05 * 0.5 * math.sqrt(3.0) * (1 << _CHUNK_BITS) * self.voxel_size
         self.clear()
 
     # ------------------------------------------------------------------ storage
@@ -115,27 +156,31 @@ class LatentSpatialMemory:
         dev = self.device
         self._xyz = torch.zeros(rows, 3, device=dev)
         self._features = torch.zeros(rows, self.channels, dtype=self.feature_dtype, device=dev)
-        self._keys = torch.zeros(rows, dtype=torch.long, device=dev)
-        self._last_seen = torch.zeros(rows, dtype=torch.long, device=dev)
-        self._confidence = torch.zeros(rows, device=dev)
-        # sorted view of the keys, for O(M log N) look-ups of a frame's M keys
+        self._last_seen = torch.zeros(rows, dtype=torch.int32, device=dev)
+        self._confidence = torch.zeros(rows, dtype=torch.float16, device=dev)
+        # chunk-major keys of all entries, sorted, and their slots: O(M log N) look-ups of a
+        # frame's M keys, and each chunk's entries as one range
         self._sorted_keys = torch.zeros(0, dtype=torch.long, device=dev)
-        self._sorted_slots = torch.zeros(0, dtype=torch.long, device=dev)
+        self._sorted_slots = torch.zeros(0, dtype=torch.int32, device=dev)
+        self._set_chunks(torch.zeros(0, dtype=torch.long, device=dev))
+        self._last_read = None  # (pose, intrinsics, grid, mask, depth) while memory is unchanged
 
     def _grow(self, needed: int) -> None:
         rows = self._xyz.shape[0]
         if needed <= rows:
             return
         new_rows = max(needed, 2 * rows)
-        for name in ("_xyz", "_features", "_keys", "_last_seen", "_confidence"):
+        for name in _ENTRY_BUFFERS:
             old = getattr(self, name)
             new = torch.zeros((new_rows,) + tuple(old.shape[1:]), dtype=old.dtype, device=old.device)
             new[: self.size] = old[: self.size]
             setattr(self, name, new)
 
     def _reindex(self) -> None:
-        keys = self._keys[: self.size]
-        self._sorted_keys, self._sorted_slots = torch.sort(keys)
+        keys, _ = chunk_major_keys(self._xyz[: self.size], self.voxel_size)
+        self._sorted_keys, order = torch.sort(keys)
+        self._sorted_slots = order.to(torch.int32)
+        self._set_chunks(torch.unique_consecutive(self._sorted_keys >> _LOCAL_BITS))
 
     def _lookup(self, keys: torch.Tensor) -> torch.Tensor:
         """Slot of each key, or ``_NO_SLOT``."""
@@ -143,33 +188,68 @@ class LatentSpatialMemory:
             return torch.full_like(keys, _NO_SLOT)
         pos = torch.searchsorted(self._sorted_keys, keys).clamp(max=self._sorted_keys.numel() - 1)
         hit = self._sorted_keys[pos] == keys
-        return torch.where(hit, self._sorted_slots[pos], torch.full_like(keys, _NO_SLOT))
+        return torch.where(hit, self._sorted_slots[pos].long(), torch.full_like(keys, _NO_SLOT))
 
     def _insert_sorted(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
-        """Merge new (absent, unique) keys into the sorted index in O(N + M log N)."""
-        order = torch.argsort(keys)
-        keys, slots = keys[order], slots[order]
+        """Merge new keys (sorted, unique, absent) into the sorted index: one linear pass
+        (the old rows keep their order and fill the gaps, a masked copy)."""
         old_keys, old_slots = self._sorted_keys, self._sorted_slots
         n, m = old_keys.numel(), keys.numel()
-        pos = torch.searchsorted(old_keys, keys)
-        new_at = pos + torch.arange(m, device=keys.device)
-        old_at = torch.arange(n, device=keys.device) + torch.searchsorted(pos, torch.arange(n, device=keys.device), right=True)
-        merged_keys = torch.empty(n + m, dtype=torch.long, device=keys.device)
-        merged_slots = torch.empty(n + m, dtype=torch.long, device=keys.device)
-        merged_keys[new_at], merged_slots[new_at] = keys, slots
-        merged_keys[old_at], merged_slots[old_at] = old_keys, old_slots
+        new_at = torch.searchsorted(old_keys, keys) + torch.arange(m, device=keys.device)
+        old_rows = torch.ones(n + m, dtype=torch.bool, device=keys.device)
+        old_rows[new_at] = False
+        merged_keys = torch.empty(n + m, dtype=old_keys.dtype, device=keys.device)
+        merged_slots = torch.empty(n + m, dtype=old_slots.dtype, device=keys.device)
+        merged_keys[new_at], merged_slots[new_at] = keys, slots.to(old_slots.dtype)
+        merged_keys.masked_scatter_(old_rows, old_keys)
+        merged_slots.masked_scatter_(old_rows, old_slots)
         self._sorted_keys, self._sorted_slots = merged_keys, merged_slots
+        self._set_chunks(torch.unique(torch.cat([self._chunks, keys >> _LOCAL_BITS])))
 
     def _evict(self) -> None:
         """Drop the least recently seen entries down to 90% of capacity (batched, so rare)."""
         keep_n = int(self.capacity * 0.9)
         order = torch.argsort(self._last_seen[: self.size], descending=True, stable=True)
         keep = torch.sort(order[:keep_n]).values
-        for name in ("_xyz", "_features", "_keys", "_last_seen", "_confidence"):
+        for name in _ENTRY_BUFFERS:
             buf = getattr(self, name)
             buf[:keep_n] = buf[keep]
         self.size = keep_n
         self._reindex()
+
+    # ------------------------------------------------------------------ chunk culling
+
+    def _set_chunks(self, chunks: torch.Tensor) -> None:
+        """The occupied chunk ids (sorted) and their world centres (K, 3) float64."""
+        bits = _KEY_BITS - _CHUNK_BITS
+        mask = (1 << bits) - 1
+        c = torch.stack([(chunks >> (2 * bits)) & mask, (chunks >> bits) & mask, chunks & mask], dim=1)
+        side = 1 << _CHUNK_BITS
+        self._chunks = chunks
+        self._centres = ((c.double() + 0.5) * side - _KEY_OFFSET) * self.voxel_size
+
+    def _slots_of(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Slots of every entry in ``chunks`` (sorted ids), in key order: each chunk is one
+        range of the sorted index, so this is a subsequence of ``_sorted_slots``."""
+        lo = torch.searchsorted(self._sorted_keys, chunks << _LOCAL_BITS)
+        hi = torch.searchsorted(self._sorted_keys, (chunks + 1) << _LOCAL_BITS)
+        counts = hi - lo
+        starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
+        positions = starts + torch.arange(starts.numel(), device=self.device)
+        return self._sorted_slots[positions].long()
+
+    def _slots_in_view(self, pose: torch.Tensor, k: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Slots of the entries in chunks whose bounding sphere meets the frustum of an
+        ``h x w`` grid with intrinsics ``k`` (a superset of the points that land in it)."""
+        cam = (self._centres - pose[:3, 3]) @ pose[:3, :3]  # R^T (c - t)
+        corners = torch.tensor([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [w, h, 1.0], [0.0, h, 1.0]], dtype=k.dtype, device=k.device)
+        rays = corners @ torch.linalg.inv(k).T
+        normals = torch.linalg.cross(rays, rays.roll(-1, dims=0), dim=1)  # the four side planes
+        normals = normals / normals.norm(dim=1, keepdim=True)
+        normals = normals * torch.sign(normals @ rays.mean(dim=0))[:, None]  # pointing inwards
+        r = self._chunk_radius
+        visible = ((cam @ normals.T) >= -r).all(dim=1) & (cam[:, 2] >= _NEAR - r)
+        return self._slots_of(self._chunks[visible])
 
     # ------------------------------------------------------------------ write / read
 
@@ -207,6 +287,9 @@ class LatentSpatialMemory:
             raise ValueError(f"features must have shape ({self.channels}, h, w), got {tuple(feats.shape)}")
         if not torch.isfinite(feats).all():
             raise ValueError("features contain NaN or inf")
+        feats = feats.to(self.feature_dtype)
+        if not torch.isfinite(feats).all():
+            raise ValueError(f"features overflow their {self.feature_dtype} storage")
         d = checked_depth(depth, self.device)
         pose_t = checked_pose(pose, self.device)
         k = checked_intrinsics(intrinsics, self.device)
@@ -227,20 +310,21 @@ class LatentSpatialMemory:
                 raise ValueError(f"skip_cells must have shape {grid}, got {tuple(skip.shape)}")
             cell_keep &= ~skip
         if reject_closer_than_memory is not None:
-            seen = self.read(pose_t, k_grid, grid, touch=False)
-            closer = pooled < seen.depth[0] * (1.0 - reject_closer_than_memory)
-            cell_keep &= ~(closer & (seen.mask[0] > 0))
+            seen_mask, seen_depth = self._remembered_at(pose_t, k_grid, grid)
+            closer = pooled < seen_depth[0] * (1.0 - reject_closer_than_memory)
+            cell_keep &= ~(closer & (seen_mask[0] > 0))
         self.clock += 1
         lifted = unproject_depth(pooled.double(), k_grid, pose_t).float()
         result = WriteResult(added=0, static_xyz=lifted[static], static_cells=static)
         xyz = lifted[cell_keep]
         if xyz.shape[0] == 0:
             return result
+        self._last_read = None  # the remembered geometry changes below
         feats = feats.permute(1, 2, 0)[cell_keep]
         conf = conf[cell_keep]
         cell_depth = pooled[cell_keep]
 
-        keys, in_range = voxel_keys(xyz, self.voxel_size)
+        keys, in_range = chunk_major_keys(xyz, self.voxel_size)
         if not in_range.all():
             keys, xyz, feats, conf, cell_depth = keys[in_range], xyz[in_range], feats[in_range], conf[in_range], cell_depth[in_range]
         # one candidate per voxel within the frame: the most confident, then the nearest
@@ -251,7 +335,8 @@ class LatentSpatialMemory:
         rank[order] = torch.arange(order.numel(), device=self.device)
         first.scatter_reduce_(0, inverse, rank, reduce="amin")
         pick = order[first]
-        keys, xyz, feats, conf = keys[pick], xyz[pick], feats[pick], conf[pick]
+        keys, xyz, feats = keys[pick], xyz[pick], feats[pick]  # keys sorted, as ``uniq``
+        conf = conf[pick].to(self._confidence.dtype)  # compared as stored
 
         slots = self._lookup(keys)
         known = slots != _NO_SLOT
@@ -260,7 +345,7 @@ class LatentSpatialMemory:
         upgrade = (self._confidence[known_slots] < self.confident) & (conf[known] > self._confidence[known_slots])
         up_slots = known_slots[upgrade]
         self._xyz[up_slots] = xyz[known][upgrade]
-        self._features[up_slots] = feats[known][upgrade].to(self.feature_dtype)
+        self._features[up_slots] = feats[known][upgrade]
         self._confidence[up_slots] = conf[known][upgrade]
 
         fresh = ~known
@@ -270,8 +355,7 @@ class LatentSpatialMemory:
             self._grow(start + n_new)
             sl = slice(start, start + n_new)
             self._xyz[sl] = xyz[fresh]
-            self._features[sl] = feats[fresh].to(self.feature_dtype)
-            self._keys[sl] = keys[fresh]
+            self._features[sl] = feats[fresh]
             self._last_seen[sl] = self.clock
             self._confidence[sl] = conf[fresh]
             self.size = start + n_new
@@ -282,17 +366,24 @@ class LatentSpatialMemory:
         return result
 
     def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
-        """Project memory onto a camera at ``grid_size`` (h, w); nearest point wins per cell.
+        """Project memory onto a camera at ``grid_size`` (h, w); the nearest surface wins a
+        cell (see ``SURFACE_TOLERANCE``).
 
         ``intrinsics`` are for ``image_size`` (H, W) if given, else for the grid itself.
-        With ``touch`` the points that win a cell count as seen now (for eviction).
+        With ``touch`` the points that win a cell count as seen now (for eviction). Equal
+        depths in a cell go to the lower voxel key, so a read does not depend on the order
+        of past writes.
         """
         pose_t = checked_pose(pose, self.device)
         k = checked_intrinsics(intrinsics, self.device)
         h, w = checked_grid(grid_size, "grid_size")
         if image_size is not None:
             k = scale_intrinsics(k, checked_grid(image_size, "image_size"), (h, w))
-        cells, points, depth = splat_nearest(self._xyz[: self.size], k.float(), pose_t.float(), h, w)
+        slots = self._slots_in_view(pose_t, k, h, w)
+        cells, index, depth = splat_nearest(
+            self._xyz[slots], k.float(), pose_t.float(), h, w, near=_NEAR, depth_tolerance=SURFACE_TOLERANCE
+        )
+        points = slots[index]
         features = torch.zeros(h * w, self.channels, device=self.device)
         features[cells] = self._features[points].float()
         mask = torch.zeros(h * w, device=self.device)
@@ -301,30 +392,53 @@ class LatentSpatialMemory:
         depth_map[cells] = depth
         if touch:
             self._last_seen[points] = self.clock
-        return MemoryReadout(
+        readout = MemoryReadout(
             features=features.T.reshape(self.channels, h, w),
             mask=mask.reshape(1, h, w),
             depth=depth_map.reshape(1, h, w),
         )
+        # copies: the caller's arrays (which pose_t and k may share) and readout may change
+        self._last_read = (pose_t.clone(), k.clone(), (h, w), readout.mask.clone(), readout.depth.clone())
+        return readout
+
+    def _remembered_at(self, pose: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]):
+        """Mask and depth of memory on this camera. The world reads at the new pose and then
+        writes there, so the last read is reused while memory has not changed since."""
+        last = self._last_read
+        if last is not None and last[2] == grid and torch.equal(last[0], pose) and torch.equal(last[1], k):
+            return last[3], last[4]
+        seen = self.read(pose, k, grid, touch=False)
+        return seen.mask, seen.depth
 
     def distance_to(self, point) -> float:
-        """Distance (metres) from ``point`` (3,) to the nearest remembered point; inf if empty."""
+        """Distance (metres) from ``point`` (3,) to the nearest remembered point; inf if empty.
+
+        Exact, over few chunks: the chunk with the nearest centre holds a point within
+        ``gap + radius``, so only chunks whose bounding sphere comes that close can hold
+        the nearest point.
+        """
         if self.size == 0:
             return float("inf")
-        p = torch.as_tensor(point, dtype=torch.float32, device=self.device).reshape(1, 3)
-        return float(((self._xyz[: self.size] - p) ** 2).sum(dim=1).min().sqrt())
+        p = torch.as_tensor(point, dtype=torch.float64, device=self.device).reshape(1, 3)
+        gap = (self._centres - p).norm(dim=1)
+        near = self._chunks[gap - self._chunk_radius <= gap.min() + self._chunk_radius]
+        xyz = self._xyz[self._slots_of(near)]
+        return float(((xyz - p.float()) ** 2).sum(dim=1).min().sqrt())
 
     # ------------------------------------------------------------------ stats / state
 
     @property
     def bytes_per_entry(self) -> int:
-        feature_bytes = self.channels * torch.finfo(self.feature_dtype).bits // 8
-        # xyz, features, key, last_seen, confidence, and the sorted index (key + slot)
-        return 3 * 4 + feature_bytes + 8 + 8 + 4 + 16
+        """Bytes an entry occupies, read off the buffers: xyz, latent vector, recency,
+        confidence, and its row of the sorted index (key + slot)."""
+        buffers = [getattr(self, name) for name in _ENTRY_BUFFERS] + [self._sorted_keys, self._sorted_slots]
+        return sum(b.element_size() * math.prod(b.shape[1:]) for b in buffers)
 
     def stats(self) -> dict:
-        """Entries, bytes held by live entries, and occupied voxels (one entry per voxel)."""
-        return {"points": self.size, "bytes": self.size * self.bytes_per_entry, "voxels": self.size}
+        """Entries, bytes held by them and by the chunk table (ids, centres), and occupied
+        voxels (one entry per voxel). Spare rows of the doubling buffers are not counted."""
+        index_bytes = sum(t.numel() * t.element_size() for t in (self._chunks, self._centres))
+        return {"points": self.size, "bytes": self.size * self.bytes_per_entry + index_bytes, "voxels": self.size}
 
     def __len__(self) -> int:
         return self.size
@@ -332,12 +446,13 @@ class LatentSpatialMemory:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safetensors-friendly); config travels separately via :meth:`config`."""
         n = self.size
+        xyz = self._xyz[:n].clone()
         return {
-            "xyz": self._xyz[:n].clone(),
+            "xyz": xyz,
             "features": self._features[:n].clone(),
-            "keys": self._keys[:n].clone(),
-            "last_seen": self._last_seen[:n].clone(),
-            "confidence": self._confidence[:n].clone(),
+            "keys": voxel_keys(xyz, self.voxel_size)[0],
+            "last_seen": self._last_seen[:n].long(),
+            "confidence": self._confidence[:n].float(),
             "clock": torch.tensor(self.clock, dtype=torch.long),
         }
 
@@ -370,17 +485,17 @@ class LatentSpatialMemory:
         for name, shape in shapes.items():
             if tuple(state[name].shape) != shape:
                 raise ValueError(f"memory state {name!r} must have shape {shape}, got {tuple(state[name].shape)}")
-        if not (torch.isfinite(state["xyz"]).all() and torch.isfinite(state["features"].float()).all()):
-            raise ValueError("memory state contains NaN or inf")
+        features = state["features"].to(self.device, self.feature_dtype)
+        if not (torch.isfinite(state["xyz"]).all() and torch.isfinite(features).all()):
+            raise ValueError(f"memory state contains NaN or inf (features as {self.feature_dtype})")
         keys, _ = voxel_keys(state["xyz"].float(), self.voxel_size)
         if not torch.equal(keys, state["keys"].long()) or torch.unique(keys).numel() != n:
             raise ValueError("memory state keys do not match its points (corrupt or another voxel_size)")
         self._alloc(max(n, 1024))
         self._xyz[:n] = state["xyz"].to(self.device, torch.float32)
-        self._features[:n] = state["features"].to(self.device, self.feature_dtype)
-        self._keys[:n] = state["keys"].to(self.device, torch.long)
-        self._last_seen[:n] = state["last_seen"].to(self.device, torch.long)
-        self._confidence[:n] = state["confidence"].to(self.device, torch.float32)
+        self._features[:n] = features
+        self._last_seen[:n] = state["last_seen"].to(self.device, torch.int32)
+        self._confidence[:n] = state["confidence"].to(self.device, torch.float16)
         self.size = n
         self.clock = int(state["clock"])
         self._reindex()
