@@ -207,6 +207,7 @@ def splat_nearest(
     height: int,
     width: int,
     near: float = 1e-3,
+    depth_tolerance: float = 0.0,
 ):
     """Z-buffered point splat: for each cell of an ``height x width`` grid, the nearest point.
 
@@ -215,6 +216,11 @@ def splat_nearest(
     keeps the nearest point per cell. Returns ``(cell_index (M,), point_index (M,),
     depth (M,))`` for the M filled cells: a flat index ``row * width + col``. Fully
     vectorised; ties are broken toward the lower point index, so it is deterministic.
+
+    With ``depth_tolerance`` > 0, points within that fraction of the nearest depth count
+    as the same surface, and of those the one projecting closest to the cell's centre
+    wins: at latent resolution two views' points of one wall land in a cell together, and
+    the best-aligned one (at a revisited pose, the cell's own point) is the one to show.
     """
     if points.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=points.device)
@@ -229,12 +235,20 @@ def splat_nearest(
     # nearest point per cell: min depth by scatter, then the lowest index among the ties
     best = torch.full((height * width,), math.inf, dtype=depth.dtype, device=depth.device)
     best.scatter_reduce_(0, cell, depth, reduce="amin")
-    winner = depth <= best[cell]
+    winner = depth <= best[cell] * (1.0 + depth_tolerance)
+    if depth_tolerance > 0:
+        offset = (uv[idx, 0] - col[idx] - 0.5) ** 2 + (uv[idx, 1] - row[idx] - 0.5) ** 2
+        offset = torch.where(winner, offset, torch.full_like(offset, math.inf))
+        closest = torch.full((height * width,), math.inf, dtype=offset.dtype, device=offset.device)
+        closest.scatter_reduce_(0, cell, offset, reduce="amin")
+        winner &= offset <= closest[cell]
     big = torch.iinfo(torch.long).max
     first = torch.full((height * width,), big, dtype=torch.long, device=depth.device)
     first.scatter_reduce_(0, cell[winner], idx[winner], reduce="amin")
     filled = torch.nonzero(first != big, as_tuple=True)[0]
     point_index = first[filled]
+    if depth_tolerance > 0:
+        return filled, point_index, z[point_index]
     return filled, point_index, best[filled]
 
 

@@ -76,6 +76,20 @@ def test_splat_nearest_keeps_the_nearest_point_per_cell():
     assert depth.tolist() == [1.0]
 
 
+def test_splat_with_depth_tolerance_prefers_the_point_at_the_cell_centre():
+    k = torch.as_tensor(g.intrinsics_from_fov(4, 4)).float()
+    pose = torch.eye(4)
+    # cell (2, 2) spans x, y in [0, 0.5) at z = 1; its centre is at 0.25
+    centred, off_centre, far = [0.25, 0.25, 1.0], [0.05, 0.05, 0.97], [0.25, 0.25, 1.5]
+    pts = torch.tensor([off_centre, centred, far])
+    cells, idx, depth = g.splat_nearest(pts, k, pose, 4, 4)
+    assert idx.tolist() == [0]  # plain z-buffer: the nearest
+    cells, idx, depth = g.splat_nearest(pts, k, pose, 4, 4, depth_tolerance=0.05)
+    assert cells.tolist() == [2 * 4 + 2] and idx.tolist() == [1] and depth.tolist() == [1.0]
+    cells, idx, _ = g.splat_nearest(pts[[0, 2]], k, pose, 4, 4, depth_tolerance=0.05)
+    assert idx.tolist() == [0]  # a surface well behind never wins
+
+
 @pytest.mark.parametrize(
     "action, expected",
     [
