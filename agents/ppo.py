@@ -25,6 +25,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecNormalize
 
 import mirage_gym  # noqa: F401  (registers the ids)
 from mirage_gym.sb3 import make_sb3_vec_env
@@ -66,6 +67,9 @@ class Args:
     """PPO's clipping range"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
+    normalize_reward: bool = True
+    """scale rewards by a running estimate of the return's spread (SB3 ``VecNormalize``): a step
+    can reveal hundreds of voxels, and unscaled returns swamp the shared CNN with value-loss gradients"""
     checkpoint_every: int = 20_000
     """save a checkpoint every this many environment steps"""
     time_limit_minutes: float | None = None
@@ -155,6 +159,8 @@ def train(args: Args, env_kwargs: dict | None = None) -> dict:
     set_random_seed(args.seed)
 
     venv = make_sb3_vec_env(args.env, num_envs=args.num_envs, seed=args.seed, max_episode_steps=args.episode_steps, **env_kwargs)
+    if args.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=args.gamma)
     if args.resume:
         model = PPO.load(args.resume, env=venv, device=args.device)
         print(f"resumed from {args.resume} at {model.num_timesteps} steps")

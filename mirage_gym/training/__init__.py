@@ -92,11 +92,11 @@ def train_tiny(out: str | Path, cfg: TinyTrainConfig | None = None, stages: str 
     seconds = round(time.perf_counter() - start, 1)
     (out / "train_time.json").write_text(json.dumps({"seconds": seconds}))
     (model_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    (model_dir / "README.md").write_text(model_card(cfg))
+    (model_dir / "README.md").write_text(model_card(cfg, seconds))
     return model_dir
 
 
-def model_card(cfg: TinyTrainConfig) -> str:
+def model_card(cfg: TinyTrainConfig, seconds: float) -> str:
     """The README written beside the weights: what they are and the command that remakes them."""
     defaults = TinyTrainConfig()
     flags = "".join(
@@ -123,5 +123,7 @@ mirage-gym train tiny --out runs/tiny{flags} --ship
 Stages: render {cfg.sequences} trajectories of {cfg.length} frames; codec {cfg.codec_steps} steps at batch
 {cfg.codec_batch}; generator samples (a world grown along each trajectory); generator
 {cfg.generator_steps} steps at batch {cfg.generator_batch}; export. Losses are logged to
-`runs/tiny/codec_log.csv` and `runs/tiny/generator_log.csv`.
+`runs/tiny/codec_log.csv` and `runs/tiny/generator_log.csv`. The run that made these weights
+took {seconds / 60:.0f} minutes on {cfg.threads} CPU thread(s) (the last invocation; rendering the
+trajectories, about 2 minutes, is cached between invocations).
 """
