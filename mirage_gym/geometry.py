@@ -247,9 +247,7 @@ def splat_nearest(
     first.scatter_reduce_(0, cell[winner], idx[winner], reduce="amin")
     filled = torch.nonzero(first != big, as_tuple=True)[0]
     point_index = first[filled]
-    if depth_tolerance > 0:
-        return filled, point_index, z[point_index]
-    return filled, point_index, best[filled]
+    return filled, point_index, z[point_index]
 
 
 # --------------------------------------------------------------------------- actions

@@ -31,6 +31,7 @@ from mirage_gym.geometry import (
     unproject_depth,
 )
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.memory.base import pool_depth
 from mirage_gym.memory.coverage import CoverageGrid
 
 
@@ -109,14 +110,12 @@ def align_depth_to_memory(depth: torch.Tensor, memory_depth: torch.Tensor, mask:
     from; the memory's points, projected into this view, carry its exact z. Cells with
     no memory, or with sky in them, are left as decoded.
     """
-    height, width = depth.shape[-2:]
-    cell = (height // memory_depth.shape[-2], width // memory_depth.shape[-1])
-    finite = torch.isfinite(depth)
-    pooled = F.avg_pool2d(torch.where(finite, depth, torch.zeros_like(depth)), cell)
-    solid = F.avg_pool2d(finite.float(), cell) > 0.999
+    grid = tuple(memory_depth.shape[-2:])
+    everything = torch.ones(depth.shape[-2:], dtype=torch.bool, device=depth.device)
+    pooled, solid = (torch.stack(t)[:, None] for t in zip(*(pool_depth(d[0], everything, grid) for d in depth)))
     use = (mask > 0) & solid & torch.isfinite(memory_depth) & (pooled > 0)
     ratio = torch.where(use, memory_depth / pooled.clamp(min=1e-6), torch.ones_like(pooled))
-    return depth * F.interpolate(ratio, size=(height, width), mode="nearest")
+    return depth * F.interpolate(ratio, size=depth.shape[-2:], mode="nearest")
 
 
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:

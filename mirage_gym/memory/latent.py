@@ -370,9 +370,9 @@ class LatentSpatialMemory:
         cell (see ``SURFACE_TOLERANCE``).
 
         ``intrinsics`` are for ``image_size`` (H, W) if given, else for the grid itself.
-        With ``touch`` the points that win a cell count as seen now (for eviction). Equal
-        depths in a cell go to the lower voxel key, so a read does not depend on the order
-        of past writes.
+        With ``touch`` the points that win a cell count as seen now (for eviction). Ties
+        (same surface, same offset from the cell centre) go to the lower voxel key, so a
+        read does not depend on the order of past writes.
         """
         pose_t = checked_pose(pose, self.device)
         k = checked_intrinsics(intrinsics, self.device)
