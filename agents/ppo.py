@@ -195,6 +195,7 @@ def train(args: Args, env_kwargs: dict | None = None) -> dict:
     steps_per_second = (model.num_timesteps - before) / max(seconds, 1e-9)
     print(f"trained to {model.num_timesteps} steps, {steps_per_second:.1f} steps/s")
     model.save(out / "model")
+    model.logger.close()  # flushes and closes progress.csv
     venv.close()
 
     evaluation = compare(model, args, env_kwargs)

@@ -200,6 +200,30 @@ def project_points(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.T
     return torch.stack([u, v], dim=-1), z
 
 
+def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
+    """Winner per cell among candidate (cell, depth, offset, point) rows: the nearest depth
+    (within ``depth_tolerance`` of it, with ``offset`` set: the one closest to the cell
+    centre among those), then the lowest point index. Returns (cells (M,), points (M,))."""
+    best = torch.full((n_cells,), math.inf, dtype=depth.dtype, device=depth.device)
+    best.scatter_reduce_(0, cell, depth, reduce="amin")
+    winner = depth <= best[cell] * (1.0 + depth_tolerance)
+    if offset is not None:
+        offset = torch.where(winner, offset, torch.full_like(offset, math.inf))
+        closest = torch.full((n_cells,), math.inf, dtype=offset.dtype, device=offset.device)
+        closest.scatter_reduce_(0, cell, offset, reduce="amin")
+        winner &= offset <= closest[cell]
+    big = torch.iinfo(torch.long).max
+    first = torch.full((n_cells,), big, dtype=torch.long, device=depth.device)
+    first.scatter_reduce_(0, cell[winner], point[winner], reduce="amin")
+    filled = torch.nonzero(first != big, as_tuple=True)[0]
+    return filled, first[filled]
+
+
+# a hole is an empty cell with at least this many of its 8 neighbours filled: at latent
+# resolution a surface seen from a new pose leaves such one-cell gaps where it stretches
+_HOLE_NEIGHBOURS = 5
+
+
 def splat_nearest(
     points: torch.Tensor,
     intrinsics: torch.Tensor,
@@ -208,45 +232,71 @@ def splat_nearest(
     width: int,
     near: float = 1e-3,
     depth_tolerance: float = 0.0,
+    fill_holes: bool = False,
+    taken: torch.Tensor | None = None,
 ):
     """Z-buffered point splat: for each cell of an ``height x width`` grid, the nearest point.
 
     Projects ``points`` (N, 3) with ``intrinsics`` for that grid, culls points behind
     ``near`` or outside the frustum, rounds to the cell containing the projection, and
     keeps the nearest point per cell. Returns ``(cell_index (M,), point_index (M,),
-    depth (M,))`` for the M filled cells: a flat index ``row * width + col``. Fully
-    vectorised; ties are broken toward the lower point index, so it is deterministic.
+    depth (M,))`` for the M filled cells: a flat index ``row * width + col``, ascending.
+    Fully vectorised; ties are broken toward the lower point index, so it is deterministic.
 
     With ``depth_tolerance`` > 0, points within that fraction of the nearest depth count
     as the same surface, and of those the one projecting closest to the cell's centre
     wins: at latent resolution two views' points of one wall land in a cell together, and
     the best-aligned one (at a revisited pose, the cell's own point) is the one to show.
+
+    With ``fill_holes``, an empty cell surrounded by filled ones (at least 5 of its 8
+    neighbours, counting points that land just outside the frame) takes the best of its
+    neighbours' points by the same rule, measured to its own centre: the gaps a surface
+    leaves where a new view stretches it are filled instead of left for the generator
+    (whose guesses there would later occlude the surface), while the edge of what memory
+    covers stays put. ``taken`` ((height * width,) bool) marks cells another layer shows
+    (remembered sky): they count as filled neighbours and are never filled, though a
+    point landing in one still wins it.
     """
     if points.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=points.device)
         return empty, empty, torch.zeros(0, dtype=points.dtype, device=points.device)
+    n_cells = height * width
     uv, z = project_points(points, intrinsics, pose)
-    col = torch.floor(uv[:, 0])
-    row = torch.floor(uv[:, 1])
-    inside = (z > near) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    idx = torch.nonzero(inside, as_tuple=True)[0]
-    cell = row[idx].long() * width + col[idx].long()
-    depth = z[idx]
-    # nearest point per cell: min depth by scatter, then the lowest index among the ties
-    best = torch.full((height * width,), math.inf, dtype=depth.dtype, device=depth.device)
-    best.scatter_reduce_(0, cell, depth, reduce="amin")
-    winner = depth <= best[cell] * (1.0 + depth_tolerance)
-    if depth_tolerance > 0:
-        offset = (uv[idx, 0] - col[idx] - 0.5) ** 2 + (uv[idx, 1] - row[idx] - 0.5) ** 2
-        offset = torch.where(winner, offset, torch.full_like(offset, math.inf))
-        closest = torch.full((height * width,), math.inf, dtype=offset.dtype, device=offset.device)
-        closest.scatter_reduce_(0, cell, offset, reduce="amin")
-        winner &= offset <= closest[cell]
-    big = torch.iinfo(torch.long).max
-    first = torch.full((height * width,), big, dtype=torch.long, device=depth.device)
-    first.scatter_reduce_(0, cell[winner], idx[winner], reduce="amin")
-    filled = torch.nonzero(first != big, as_tuple=True)[0]
-    point_index = first[filled]
+    col = torch.floor(uv[:, 0]).long()
+    row = torch.floor(uv[:, 1]).long()
+    ring = 1 if fill_holes else 0  # points just outside the frame may fill its edge cells
+    near_frame = (z > near) & (col >= -ring) & (col < width + ring) & (row >= -ring) & (row < height + ring)
+    idx = torch.nonzero(near_frame, as_tuple=True)[0]
+    col, row, u, v, depth = col[idx], row[idx], uv[idx, 0], uv[idx, 1], z[idx]
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    offset = (u - col - 0.5) ** 2 + (v - row - 0.5) ** 2 if depth_tolerance > 0 else None
+    filled, point_index = _pick_per_cell(
+        (row * width + col)[inside], depth[inside], None if offset is None else offset[inside], idx[inside], n_cells, depth_tolerance
+    )
+    if fill_holes and idx.numel():
+        # occupancy on the frame plus its one-cell ring, to find the surrounded empty cells
+        occupied = torch.zeros(height + 2, width + 2, dtype=torch.bool, device=points.device)
+        occupied[row + 1, col + 1] = True
+        occupied[1:-1, 1:-1] = False
+        occupied[filled // width + 1, filled % width + 1] = True
+        if taken is not None:
+            occupied[1:-1, 1:-1] |= taken.view(height, width)
+        grid = occupied[None, None].float()
+        count = torch.nn.functional.conv2d(grid, torch.ones(1, 1, 3, 3, dtype=grid.dtype, device=grid.device))
+        hole = (~occupied[1:-1, 1:-1] & (count[0, 0] >= _HOLE_NEIGHBOURS)).flatten()
+        if hole.any():
+            # every point is a candidate for the holes among its own cell's 8 neighbours
+            step = torch.tensor([-1, 0, 1], device=points.device)
+            r = (row[None, None, :] + step[:, None, None]).expand(3, 3, -1).reshape(-1)
+            c = (col[None, None, :] + step[None, :, None]).expand(3, 3, -1).reshape(-1)
+            which = torch.arange(row.numel(), device=points.device).repeat(9)
+            ok = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            ok &= hole[(r * width + c).clamp(0, n_cells - 1)]
+            r, c, which = r[ok], c[ok], which[ok]
+            gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
+            more, more_points = _pick_per_cell(r * width + c, depth[which], gap, idx[which], n_cells, depth_tolerance)
+            filled, order = torch.sort(torch.cat([filled, more]))
+            point_index = torch.cat([point_index, more_points])[order]
     return filled, point_index, z[point_index]
 
 

@@ -332,7 +332,8 @@ class World:
         seen = result.static_xyz
         if skip is not None and result.static_cells is not None:
             k_grid = scale_intrinsics(torch.as_tensor(k), (c.height, c.width), self.grid)
-            at_memory = unproject_depth(remembered.depth[0].double(), k_grid, torch.as_tensor(pose))[skip]
+            surface = skip & torch.isfinite(remembered.depth[0])  # remembered sky covers no ground
+            at_memory = unproject_depth(remembered.depth[0].double(), k_grid, torch.as_tensor(pose))[surface]
             seen = torch.cat([seen[~skip[result.static_cells]], at_memory.to(seen.dtype)])
         return self.coverage[index].add(seen)
 

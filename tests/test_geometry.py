@@ -90,6 +90,43 @@ def test_splat_with_depth_tolerance_prefers_the_point_at_the_cell_centre():
     assert idx.tolist() == [0]  # a surface well behind never wins
 
 
+def _grid_points(rows, cols, size=8, z=2.0):
+    """One point at the centre of each (row, col) cell of a ``size`` grid (90-degree FOV) at depth z."""
+    k = g.intrinsics_from_fov(size, size)
+    uv = torch.tensor([[c + 0.5, r + 0.5] for r, c in zip(rows, cols)], dtype=torch.float64)
+    xy = (uv - torch.tensor([k[0, 2], k[1, 2]])) / torch.tensor([k[0, 0], k[1, 1]]) * z
+    return torch.cat([xy, torch.full((len(uv), 1), z, dtype=torch.float64)], 1).float(), torch.as_tensor(k).float()
+
+
+def test_hole_filling_fills_surrounded_gaps_and_keeps_the_edge_of_memory():
+    # the left five columns are full except cell (3, 2): a gap inside the surface
+    rows, cols = zip(*[(r, c) for r in range(8) for c in range(5) if (r, c) != (3, 2)])
+    pts, k = _grid_points(rows, cols)
+    pose = torch.eye(4)
+    plain, _, _ = g.splat_nearest(pts, k, pose, 8, 8, depth_tolerance=0.25)
+    filled, idx, depth = g.splat_nearest(pts, k, pose, 8, 8, depth_tolerance=0.25, fill_holes=True)
+    assert set(filled.tolist()) - set(plain.tolist()) == {3 * 8 + 2}, "only the gap is filled, not column 5"
+    gap = filled.tolist().index(3 * 8 + 2)
+    assert (rows[idx[gap]], cols[idx[gap]]) in {(2, 2), (4, 2), (3, 1), (3, 3)}, "from a side neighbour"
+    assert torch.allclose(depth, torch.full_like(depth, 2.0))
+    taken = torch.zeros(64, dtype=torch.bool)
+    taken[3 * 8 + 2] = True  # another layer (sky) shows it: not filled
+    cells, _, _ = g.splat_nearest(pts, k, pose, 8, 8, depth_tolerance=0.25, fill_holes=True, taken=taken)
+    assert torch.equal(cells, plain)
+
+
+def test_hole_filling_uses_points_just_outside_the_frame():
+    # columns 0-6 and a column just beyond the right edge: column 7 is a gap, not an edge
+    rows, cols = zip(*[(r, c) for r in range(8) for c in (*range(7), 8)])
+    pts, k = _grid_points(rows, cols)
+    cells, _, _ = g.splat_nearest(pts, k, torch.eye(4), 8, 8, fill_holes=True)
+    assert {r * 8 + 7 for r in range(1, 7)} <= set(cells.tolist())
+    rows, cols = zip(*[(r, c) for r in range(8) for c in range(7)])  # without the outside column
+    pts, k = _grid_points(rows, cols)
+    cells, _, _ = g.splat_nearest(pts, k, torch.eye(4), 8, 8, fill_holes=True)
+    assert not {r * 8 + 7 for r in range(8)} & set(cells.tolist()), "the edge of memory stays put"
+
+
 @pytest.mark.parametrize(
     "action, expected",
     [

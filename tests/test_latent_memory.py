@@ -63,24 +63,29 @@ def test_moved_pose_read_agrees_with_the_true_render():
     assert np.mean(agree) >= 0.9 and min(agree) >= 0.75, agree
 
 
-def test_sky_and_dynamic_pixels_never_enter_memory():
+def test_sky_goes_to_the_sky_dome_and_moving_objects_nowhere():
     scene = make_scene(4, kind="outdoor", dynamic_objects=3)
-    seen_sky = seen_dynamic = 0
+    seen_sky = seen_dynamic = seen_horizon = 0
     for yaw in np.radians(np.arange(0, 360, 30)):
         pose = pose_from_state(np.array([0, 0, 0, yaw, 0.2, 0]))
         memory = LatentSpatialMemory(3, voxel_size=0.01)
         r = write_render(memory, scene, pose)
         labels = torch.as_tensor(r.labels).long()
-        sky = F.max_pool2d((labels == LABEL_SKY).float()[None], SIZE // GRID)[0] > 0
+        sky_share = F.avg_pool2d((labels == LABEL_SKY).float()[None], SIZE // GRID)[0]
         dynamic = F.max_pool2d((labels == LABEL_DYNAMIC).float()[None], SIZE // GRID)[0] > 0
-        seen_sky += int(sky.sum())
+        seen_sky += int((sky_share > 0.5).sum())
         seen_dynamic += int(dynamic.sum())
+        seen_horizon += int(((sky_share > 0) & (sky_share <= 0.5) & ~dynamic).sum())
+        # one 3D point per cell that is at least half surface and has nothing moving in it
+        assert len(memory) == int((~dynamic & (sky_share <= 0.5)).sum())
+        assert len(memory.sky) == int((~dynamic & (sky_share > 0.5)).sum())
+        assert torch.isfinite(memory.state_dict()["xyz"]).all()
         out = memory.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
         valid = out.mask[0] > 0
-        assert not torch.any(valid & (sky | dynamic))
-        assert torch.equal(valid, ~(sky | dynamic)), "every fully static cell is remembered"
-        assert torch.isfinite(memory.state_dict()["xyz"]).all()
-    assert seen_sky > 0 and seen_dynamic > 0, "the scene must show sky and dynamic objects"
+        assert valid[~dynamic].all(), "every cell free of moving objects is remembered"
+        shows_sky = valid & ~torch.isfinite(out.depth[0])
+        assert torch.equal(shows_sky[~dynamic], (sky_share > 0.5)[~dynamic]), "sky comes back from the dome"
+    assert seen_sky > 0 and seen_dynamic > 0 and seen_horizon > 0, "the scene must show sky, horizon and dynamic objects"
 
 
 def test_writing_the_same_view_100_times_does_not_grow_memory():
@@ -260,18 +265,75 @@ def test_culled_read_and_distance_equal_brute_force(voxel_size):
         order = torch.argsort(chunk_major_keys(before["xyz"], voxel_size)[0])
         memory.clock += 1  # so touched entries show
         out = memory.read(pose, k, (h, w))
+        sky_cells, sky_features = memory.sky.read(torch.as_tensor(pose), torch.as_tensor(k), (h, w))
+        taken = torch.isin(torch.arange(h * w), sky_cells)
         cells, index, depth = splat_nearest(
-            before["xyz"][order], torch.as_tensor(k).float(), torch.as_tensor(pose).float(), h, w, depth_tolerance=SURFACE_TOLERANCE
+            before["xyz"][order], torch.as_tensor(k).float(), torch.as_tensor(pose).float(), h, w,
+            depth_tolerance=SURFACE_TOLERANCE, fill_holes=True, taken=taken,
         )
         points = order[index]
         features = torch.zeros(h * w, 3)
+        features[sky_cells] = sky_features  # remembered sky shows where no surface does
         features[cells] = before["features"][points].float()
         assert torch.equal(out.features, features.T.reshape(3, h, w))
-        assert torch.equal(out.mask.flatten() > 0, torch.isin(torch.arange(h * w), cells))
+        assert torch.equal(out.mask.flatten() > 0, torch.isin(torch.arange(h * w), torch.cat([cells, sky_cells])))
         assert torch.equal(out.depth.flatten()[cells], depth)
         touched = torch.nonzero(memory.state_dict()["last_seen"] == memory.clock).flatten()
-        assert torch.equal(touched, torch.sort(points).values)
+        assert torch.equal(touched, torch.unique(points))  # a point may fill a hole too
         culled += len(memory._slots_in_view(torch.as_tensor(pose), torch.as_tensor(k), h, w)) < len(memory)
         p = rng.uniform(-5, 5, 3)
         assert memory.distance_to(p) == float(((before["xyz"] - torch.as_tensor(p).float()) ** 2).sum(dim=1).min().sqrt())
     assert culled >= 20, "the test must exercise culling"
+
+
+def test_sky_is_remembered_by_direction_from_any_position():
+    memory = LatentSpatialMemory(3)
+    features = torch.randn(3, GRID, GRID)
+    memory.write(features, torch.full((SIZE, SIZE), math.inf), np.eye(4), K)
+    assert len(memory) == 0 and len(memory.sky) == GRID * GRID
+    elsewhere = pose_from_state(np.array([3.0, -1.0, 5.0, 0.0, 0.0, 0.0]))  # moved, same heading
+    out = memory.read(elsewhere, K, (GRID, GRID), image_size=(SIZE, SIZE))
+    assert out.mask.all() and not torch.isfinite(out.depth).any()
+    torch.testing.assert_close(out.features, features.half().float())
+    behind = memory.read(pose_from_state(np.array([0, 0, 0, math.pi, 0, 0])), K, (GRID, GRID), image_size=(SIZE, SIZE))
+    assert not behind.mask.any(), "sky never seen is not made up"
+
+
+def test_geometry_in_front_of_remembered_sky_hides_it():
+    memory = LatentSpatialMemory(3)
+    memory.write(torch.zeros(3, GRID, GRID), torch.full((SIZE, SIZE), math.inf), np.eye(4), K)
+    wall = torch.full((SIZE, SIZE), math.inf)
+    wall[:, : SIZE // 2] = 2.0  # the left half of a second view is a wall
+    memory.write(torch.ones(3, GRID, GRID), wall, np.eye(4), K)
+    out = memory.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE))
+    assert (out.features[:, :, : GRID // 2] == 1).all() and (out.features[:, :, GRID // 2 :] == 0).all()
+    assert torch.isfinite(out.depth[0, :, : GRID // 2]).all() and not torch.isfinite(out.depth[0, :, GRID // 2 :]).any()
+
+
+def test_a_cell_at_the_horizon_is_remembered_at_its_surface_depth():
+    depth = torch.full((SIZE, SIZE), math.inf)
+    depth[2:4, :] = 3.0  # cell row 0: half surface at 3 m, half sky
+    depth[7, :] = 5.0  # cell row 1: a quarter surface: mostly sky
+    memory = LatentSpatialMemory(3)
+    memory.write(torch.randn(3, GRID, GRID), depth, np.eye(4), K)
+    out = memory.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE))
+    torch.testing.assert_close(out.depth[0, 0], torch.full((GRID,), 3.0))
+    assert not torch.isfinite(out.depth[0, 1:]).any() and out.mask.all()
+
+
+def test_sky_survives_a_state_round_trip_and_old_states_load_without_it():
+    memory = LatentSpatialMemory(3)
+    write_render(memory, make_scene(4, kind="outdoor"), np.eye(4))
+    assert len(memory.sky) > 0
+    state = memory.state_dict()
+    copy = LatentSpatialMemory(3)
+    copy.load_state_dict(state)
+    a, b = (m.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE)) for m in (memory, copy))
+    assert torch.equal(a.features, b.features) and torch.equal(a.mask, b.mask) and torch.equal(a.depth, b.depth)
+    old = {k: v for k, v in state.items() if not k.startswith("sky_")}
+    copy.load_state_dict(old)
+    assert len(copy.sky) == 0 and len(copy) == len(memory)
+    bad = dict(state, sky_directions=state["sky_directions"] * 2)
+    with pytest.raises(ValueError, match="sky_directions"):
+        copy.load_state_dict(bad)
+    assert len(copy.sky) == 0, "a refused state changes nothing"

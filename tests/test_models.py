@@ -142,8 +142,8 @@ def test_memory_reproduces_a_seen_view_better_than_no_memory(model):
         ep = run_episode(model, seeds, actions, WorldConfig(use_memory=use_memory), seed=0)
         (a, b), = pairs
         scores[use_memory] = np.mean([psnr(ep.rgb[b, i], ep.rgb[a, i]) for i in range(len(seeds))])
-    assert scores[True] > 22
-    assert scores[True] > scores[False] + 4
+    assert scores[True] > 25  # the quality bar of loop (a), one indoor and one outdoor scene
+    assert scores[True] > scores[False] + 6
 
 
 def test_save_load_round_trip(model, tmp_path):

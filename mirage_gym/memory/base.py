@@ -15,7 +15,8 @@ class MemoryReadout:
     """Memory projected onto one camera.
 
     ``features`` (C, h, w) are zero where invalid, ``mask`` (1, h, w) is 1.0 where a
-    remembered point landed, ``depth`` (1, h, w) is its z-depth (``inf`` where invalid).
+    remembered point landed (or remembered sky shows), ``depth`` (1, h, w) is its
+    z-depth (``inf`` where invalid or sky).
     """
 
     features: torch.Tensor
@@ -86,27 +87,37 @@ def checked_grid(value, name: str) -> tuple[int, int]:
     return h, w
 
 
-def pool_depth(depth: torch.Tensor, keep: torch.Tensor, grid_hw: tuple[int, int], mode: str = "area"):
-    """Depth (H, W) pooled onto a coarser grid, and which cells are fully kept.
+def pool_depth(depth: torch.Tensor, keep: torch.Tensor, grid_hw: tuple[int, int], mode: str = "area",
+               ignore: torch.Tensor | None = None):
+    """Depth (H, W) pooled onto a coarser grid over each cell's kept pixels, and which
+    cells are kept.
 
     A cell is kept only if every pixel in it is kept (finite, static): a cell that mixes
-    sky or a dynamic object with static surface would write a point floating between
-    them. ``area`` averages the cell's depths (what Mirage's ablation favours);
-    ``median`` takes their median (more robust at depth edges).
+    a dynamic object with static surface would write a point floating between them.
+    ``ignore`` (H, W) bool marks pixels (sky) that neither enter the depth nor spoil the
+    cell, as long as at least half the cell is kept: a roof edge against the sky is
+    remembered at the roof's depth. ``area`` averages the kept depths (what Mirage's
+    ablation favours); ``median`` takes their median (more robust at depth edges).
     """
     h, w = grid_hw
     big_h, big_w = depth.shape
     if big_h % h or big_w % w:
         raise ValueError(f"depth grid {big_h}x{big_w} is not a whole multiple of the feature grid {h}x{w}")
     fy, fx = big_h // h, big_w // w
-    cells_keep = keep & torch.isfinite(depth) & (depth > 0)
-    cell_keep = F.avg_pool2d(cells_keep[None, None].float(), (fy, fx))[0, 0] > 0.999
-    safe = torch.where(cells_keep, depth, torch.zeros_like(depth))
+    kept = keep & torch.isfinite(depth) & (depth > 0)
+    share = F.avg_pool2d(kept[None, None].float(), (fy, fx))[0, 0]
+    if ignore is None:
+        cell_keep = share > 0.999
+    else:
+        clean = F.avg_pool2d((kept | ignore)[None, None].float(), (fy, fx))[0, 0] > 0.999
+        cell_keep = clean & (share >= 0.5)
     if mode == "area":
-        pooled = F.avg_pool2d(safe[None, None], (fy, fx))[0, 0]
+        total = F.avg_pool2d(torch.where(kept, depth, torch.zeros_like(depth))[None, None], (fy, fx))[0, 0]
+        pooled = total / share.clamp(min=1.0 / (fy * fx))
     elif mode == "median":
-        blocks = safe.reshape(h, fy, w, fx).permute(0, 2, 1, 3).reshape(h, w, fy * fx)
-        pooled = blocks.median(dim=-1).values
+        blocks = torch.where(kept, depth, torch.full_like(depth, float("nan")))
+        blocks = blocks.reshape(h, fy, w, fx).permute(0, 2, 1, 3).reshape(h, w, fy * fx)
+        pooled = torch.nan_to_num(blocks.nanmedian(dim=-1).values, nan=0.0)
     else:
         raise ValueError(f"depth_pooling must be 'area' or 'median', got {mode!r}")
     return pooled, cell_keep

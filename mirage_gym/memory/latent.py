@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from mirage_gym.geometry import scale_intrinsics, splat_nearest, unproject_depth
+from mirage_gym.memory.sky import SkyDome
 from mirage_gym.memory.base import (
     MemoryReadout,
     as_tensor,
@@ -149,6 +150,7 @@ class LatentSpatialMemory:
     def clear(self) -> None:
         """Forget everything."""
         self._alloc(1024)
+        self.sky = SkyDome(self.channels, self.feature_dtype, self.device)
         self.size = 0
         self.clock = 0
 
@@ -242,7 +244,9 @@ class LatentSpatialMemory:
         """Slots of the entries in chunks whose bounding sphere meets the frustum of an
         ``h x w`` grid with intrinsics ``k`` (a superset of the points that land in it)."""
         cam = (self._centres - pose[:3, 3]) @ pose[:3, :3]  # R^T (c - t)
-        corners = torch.tensor([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [w, h, 1.0], [0.0, h, 1.0]], dtype=k.dtype, device=k.device)
+        # the frame plus a one-cell ring: the read fills edge holes from points just outside
+        corners = torch.tensor([[-1.0, -1.0, 1.0], [w + 1, -1.0, 1.0], [w + 1, h + 1, 1.0], [-1.0, h + 1, 1.0]],
+                               dtype=k.dtype, device=k.device)
         rays = corners @ torch.linalg.inv(k).T
         normals = torch.linalg.cross(rays, rays.roll(-1, dims=0), dim=1)  # the four side planes
         normals = normals / normals.norm(dim=1, keepdim=True)
@@ -273,7 +277,8 @@ class LatentSpatialMemory:
             pose: 4x4 camera-to-world of the frame.
             intrinsics: 3x3 intrinsics of the (H, W) depth grid.
             keep_mask: (H, W) bool, False for pixels not to remember (sky, dynamic
-                objects). A latent cell is written only if all its pixels are kept.
+                objects). A latent cell is written only if all its pixels are kept or
+                sky, at least half of them surface (see ``pool_depth``).
             confidence: scalar or (h, w) in [0, 1]; known depth is 1, predicted less.
             reject_closer_than_memory: if set, a cell whose depth is closer than the
                 remembered surface there by more than this fraction is not written: it
@@ -281,6 +286,10 @@ class LatentSpatialMemory:
                 residual check).
             skip_cells: optional (h, w) bool of cells not to write (e.g. cells the frame
                 copied from memory), though they still count as seen.
+
+        A cell that is more than half sky (depth inf or at least ``far``; a moving object
+        always has a depth) and otherwise kept goes to the sky dome, by direction, not to
+        the 3D memory.
         """
         feats = as_tensor(features, "features", self.device, torch.float32)
         if feats.ndim != 3 or feats.shape[0] != self.channels:
@@ -301,14 +310,20 @@ class LatentSpatialMemory:
         if tuple(conf.shape) != grid or not torch.isfinite(conf).all():
             raise ValueError(f"confidence must be a finite scalar or have shape {grid}")
 
-        pooled, static = pool_depth(d, keep & (d < self.far), grid, self.depth_pooling)
+        sky = ~(d < self.far)
+        pooled, static = pool_depth(d, keep & ~sky, grid, self.depth_pooling, ignore=sky)
         k_grid = scale_intrinsics(k, tuple(d.shape), grid)
         cell_keep = static.clone()
+        clean = (keep | sky).view(grid[0], d.shape[0] // grid[0], grid[1], d.shape[1] // grid[1]).all(3).all(1)
+        sky_cells = clean & ~static  # mostly sky, nothing moving
         if skip_cells is not None:
             skip = torch.as_tensor(skip_cells, device=self.device).bool()
             if tuple(skip.shape) != grid:
                 raise ValueError(f"skip_cells must have shape {grid}, got {tuple(skip.shape)}")
             cell_keep &= ~skip
+            sky_cells &= ~skip
+        if self.sky.write(feats, sky_cells, pose_t, k_grid):
+            self._last_read = None
         if reject_closer_than_memory is not None:
             seen_mask, seen_depth = self._remembered_at(pose_t, k_grid, grid)
             closer = pooled < seen_depth[0] * (1.0 - reject_closer_than_memory)
@@ -367,7 +382,8 @@ class LatentSpatialMemory:
 
     def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
         """Project memory onto a camera at ``grid_size`` (h, w); the nearest surface wins a
-        cell (see ``SURFACE_TOLERANCE``).
+        cell (see ``SURFACE_TOLERANCE``), and cells with no surface show remembered sky
+        (mask 1, depth inf).
 
         ``intrinsics`` are for ``image_size`` (H, W) if given, else for the grid itself.
         With ``touch`` the points that win a cell count as seen now (for eviction). Ties
@@ -380,8 +396,12 @@ class LatentSpatialMemory:
         if image_size is not None:
             k = scale_intrinsics(k, checked_grid(image_size, "image_size"), (h, w))
         slots = self._slots_in_view(pose_t, k, h, w)
+        sky_cells, sky_features = self.sky.read(pose_t, k, (h, w))
+        taken = torch.zeros(h * w, dtype=torch.bool, device=self.device)
+        taken[sky_cells] = True
         cells, index, depth = splat_nearest(
-            self._xyz[slots], k.float(), pose_t.float(), h, w, near=_NEAR, depth_tolerance=SURFACE_TOLERANCE
+            self._xyz[slots], k.float(), pose_t.float(), h, w, near=_NEAR, depth_tolerance=SURFACE_TOLERANCE,
+            fill_holes=True, taken=taken,
         )
         points = slots[index]
         features = torch.zeros(h * w, self.channels, device=self.device)
@@ -390,6 +410,9 @@ class LatentSpatialMemory:
         mask[cells] = 1.0
         depth_map = torch.full((h * w,), float("inf"), device=self.device)
         depth_map[cells] = depth
+        open_sky = mask[sky_cells] == 0  # geometry in front of remembered sky hides it
+        features[sky_cells[open_sky]] = sky_features[open_sky]
+        mask[sky_cells[open_sky]] = 1.0
         if touch:
             self._last_seen[points] = self.clock
         readout = MemoryReadout(
@@ -435,10 +458,12 @@ class LatentSpatialMemory:
         return sum(b.element_size() * math.prod(b.shape[1:]) for b in buffers)
 
     def stats(self) -> dict:
-        """Entries, bytes held by them and by the chunk table (ids, centres), and occupied
-        voxels (one entry per voxel). Spare rows of the doubling buffers are not counted."""
+        """Entries, bytes held by them, by the chunk table (ids, centres) and by the sky dome,
+        occupied voxels (one entry per voxel) and sky directions. Spare rows of the doubling
+        buffers are not counted."""
         index_bytes = sum(t.numel() * t.element_size() for t in (self._chunks, self._centres))
-        return {"points": self.size, "bytes": self.size * self.bytes_per_entry + index_bytes, "voxels": self.size}
+        total = self.size * self.bytes_per_entry + index_bytes + self.sky.nbytes
+        return {"points": self.size, "bytes": total, "voxels": self.size, "sky_directions": len(self.sky)}
 
     def __len__(self) -> int:
         return self.size
@@ -454,6 +479,7 @@ class LatentSpatialMemory:
             "last_seen": self._last_seen[:n].long(),
             "confidence": self._confidence[:n].float(),
             "clock": torch.tensor(self.clock, dtype=torch.long),
+            **self.sky.state_dict(),
         }
 
     def config(self) -> dict:
@@ -491,7 +517,10 @@ class LatentSpatialMemory:
         keys, _ = voxel_keys(state["xyz"].float(), self.voxel_size)
         if not torch.equal(keys, state["keys"].long()) or torch.unique(keys).numel() != n:
             raise ValueError("memory state keys do not match its points (corrupt or another voxel_size)")
+        sky = SkyDome(self.channels, self.feature_dtype, self.device)
+        sky.load_state_dict(state)
         self._alloc(max(n, 1024))
+        self.sky = sky
         self._xyz[:n] = state["xyz"].to(self.device, torch.float32)
         self._features[:n] = features
         self._last_seen[:n] = state["last_seen"].to(self.device, torch.int32)
