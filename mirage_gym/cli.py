@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("backend", choices=["tiny"])
     train.add_argument("--out", default="runs/tiny", help="checkpoints, logs, data cache and the model directory")
     train.add_argument("--ship", action="store_true", help="copy the trained model into the package as 'tiny'")
-    for name, kind in (("sequences", int), ("codec_steps", int), ("generator_steps", int), ("seed", int), ("threads", int)):
+    for name, kind in (("sequences", int), ("codec_steps", int), ("generator_steps", int), ("generator_head_dim", int), ("seed", int), ("threads", int)):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)
     train.set_defaults(func=_train)
 

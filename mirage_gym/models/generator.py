@@ -28,7 +28,7 @@ CONTROL_EXTRA = 5  # mask, memory depth code, ray (3)
 CAMERA_FEATURES = 12  # rotation (9) + translation (3) of the relative pose
 
 
-def tiny_transformer_config(latent_channels: int = 16, layers: int = 4, heads: int = 4, head_dim: int = 32,
+def tiny_transformer_config(latent_channels: int = 16, layers: int = 4, heads: int = 4, head_dim: int = 24,
                             vace_layers=(0, 2), text_dim: int = 32) -> dict:
     """``WanVACETransformer3DModel`` config of the embedded generator."""
     return {

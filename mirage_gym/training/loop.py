@@ -33,6 +33,7 @@ class TrainLoop:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.01)
         self.step = 0
+        self._elapsed = 0.0  # training seconds before this invocation (a resumed run counts on)
         self.ckpt_path = self.out / f"{name}.ckpt"
         self.log_path = self.out / f"{name}_log.csv"
         self._rows: list[dict] = []
@@ -42,6 +43,7 @@ class TrainLoop:
             model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
+            self._elapsed = float(state.get("seconds", 0.0))
 
     @property
     def done(self) -> bool:
@@ -56,7 +58,7 @@ class TrainLoop:
     def __iter__(self):
         self.model.train()
         self._bar = tqdm(total=self.steps, initial=self.step, desc=self.name, disable=not self.progress)
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - self._elapsed
         while self.step < self.steps:
             torch.manual_seed(self.seed * 1_000_003 + self.step)
             yield np.random.default_rng([self.seed, self.step])
@@ -85,7 +87,10 @@ class TrainLoop:
         """Write the checkpoint atomically and append the pending log rows."""
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
+        self._elapsed = time.perf_counter() - self._start
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "seconds": self._elapsed}
+        torch.save(state, tmp)
         tmp.replace(self.ckpt_path)
         if self._rows:
             new = not self.log_path.exists()
