@@ -86,13 +86,20 @@ class SkyDome:
 
     def read(self, pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat cell indices and float32 features of the sky the camera's cells look at."""
-        if len(self) == 0:
+        h, w = grid
+        # only directions within the cone around the optical axis that holds the frame and
+        # its one-cell ring (the splat fills edge holes from there)
+        corners = torch.tensor([[-1.0, -1.0, 1.0], [w + 1, -1.0, 1.0], [w + 1, h + 1, 1.0], [-1.0, h + 1, 1.0]],
+                               dtype=torch.float64, device=self.device) @ torch.linalg.inv(k_grid.double()).T
+        widest = (corners[:, 2] / corners.norm(dim=1)).min()
+        near_view = torch.nonzero(self.directions @ pose[:3, 2].float() >= widest.float() - 1e-4, as_tuple=True)[0]
+        if near_view.numel() == 0:
             return torch.zeros(0, dtype=torch.long, device=self.device), torch.zeros(0, self.channels, device=self.device)
         rotation = torch.eye(4, dtype=torch.float32, device=self.device)
         rotation[:3, :3] = pose[:3, :3].float()
-        cells, index, _ = splat_nearest(self.directions, k_grid.float(), rotation, *grid, depth_tolerance=_ANY_DEPTH,
-                                        fill_holes=True)
-        return cells, self.features[index].float()
+        cells, index, _ = splat_nearest(self.directions[near_view], k_grid.float(), rotation, h, w,
+                                        depth_tolerance=_ANY_DEPTH, fill_holes=True)
+        return cells, self.features[near_view[index]].float()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"sky_directions": self.directions.clone(), "sky_features": self.features.clone()}
