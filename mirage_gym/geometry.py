@@ -249,8 +249,8 @@ def splat_nearest(
     the best-aligned one (at a revisited pose, the cell's own point) is the one to show.
 
     With ``fill_holes``, an empty cell surrounded by filled ones (at least 5 of its 8
-    neighbours, counting points that land just outside the frame) takes the best of its
-    neighbours' points by the same rule, measured to its own centre: the gaps a surface
+    neighbours, counting cells of a one-cell ring just outside the frame) takes the best
+    of its neighbours' winning points by the same rule, measured to its own centre: the gaps a surface
     leaves where a new view stretches it are filled instead of left for the generator
     (whose guesses there would later occlude the surface), while the edge of what memory
     covers stays put. ``taken`` ((height * width,) bool) marks cells another layer shows
@@ -268,35 +268,38 @@ def splat_nearest(
     near_frame = (z > near) & (col >= -ring) & (col < width + ring) & (row >= -ring) & (row < height + ring)
     idx = torch.nonzero(near_frame, as_tuple=True)[0]
     col, row, u, v, depth = col[idx], row[idx], uv[idx, 0], uv[idx, 1], z[idx]
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
     offset = (u - col - 0.5) ** 2 + (v - row - 0.5) ** 2 if depth_tolerance > 0 else None
-    filled, point_index = _pick_per_cell(
-        (row * width + col)[inside], depth[inside], None if offset is None else offset[inside], idx[inside], n_cells, depth_tolerance
-    )
-    if fill_holes and idx.numel():
-        # occupancy on the frame plus its one-cell ring, to find the surrounded empty cells
+    # the winner of every cell of the frame and of its ring, on a (height + 2r) x (width + 2r) grid
+    ext_w = width + 2 * ring
+    ext_n = (height + 2 * ring) * ext_w
+    ext, ext_index = _pick_per_cell((row + ring) * ext_w + col + ring, depth, offset, torch.arange(idx.numel(), device=idx.device),
+                                    ext_n, depth_tolerance)
+    ext_row, ext_col = ext // ext_w - ring, ext % ext_w - ring
+    inside = (ext_row >= 0) & (ext_row < height) & (ext_col >= 0) & (ext_col < width)
+    filled, point_index = ext_row[inside] * width + ext_col[inside], idx[ext_index[inside]]
+    if fill_holes and ext.numel():
         occupied = torch.zeros(height + 2, width + 2, dtype=torch.bool, device=points.device)
-        occupied[row + 1, col + 1] = True
-        occupied[1:-1, 1:-1] = False
-        occupied[filled // width + 1, filled % width + 1] = True
+        occupied[ext_row + 1, ext_col + 1] = True
         if taken is not None:
             occupied[1:-1, 1:-1] |= taken.view(height, width)
         grid = occupied[None, None].float()
         count = torch.nn.functional.conv2d(grid, torch.ones(1, 1, 3, 3, dtype=grid.dtype, device=grid.device))
         hole = (~occupied[1:-1, 1:-1] & (count[0, 0] >= _HOLE_NEIGHBOURS)).flatten()
         if hole.any():
-            # every point is a candidate for the holes among its own cell's 8 neighbours
+            # each cell's winner is a candidate for the holes among the cell's 8 neighbours
             step = torch.tensor([-1, 0, 1], device=points.device)
-            r = (row[None, None, :] + step[:, None, None]).expand(3, 3, -1).reshape(-1)
-            c = (col[None, None, :] + step[None, :, None]).expand(3, 3, -1).reshape(-1)
-            which = torch.arange(row.numel(), device=points.device).repeat(9)
+            r = (ext_row[None, None, :] + step[:, None, None]).expand(3, 3, -1).reshape(-1)
+            c = (ext_col[None, None, :] + step[None, :, None]).expand(3, 3, -1).reshape(-1)
+            which = ext_index.repeat(9)
             ok = (r >= 0) & (r < height) & (c >= 0) & (c < width)
             ok &= hole[(r * width + c).clamp(0, n_cells - 1)]
             r, c, which = r[ok], c[ok], which[ok]
             gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
             more, more_points = _pick_per_cell(r * width + c, depth[which], gap, idx[which], n_cells, depth_tolerance)
-            filled, order = torch.sort(torch.cat([filled, more]))
-            point_index = torch.cat([point_index, more_points])[order]
+            filled = torch.cat([filled, more])
+            point_index = torch.cat([point_index, more_points])
+    filled, order = torch.sort(filled)
+    point_index = point_index[order]
     return filled, point_index, z[point_index]
 
 
