@@ -16,6 +16,10 @@ are one contiguous range of it. A read keeps the chunks whose bounding sphere me
 view frustum and projects only their entries; a culled chunk cannot hold a point in view,
 so the result is exactly the brute-force one. The nearest-point query culls the same way.
 
+Cells that are mostly sky have no depth to lift; they go to a sky dome kept by direction
+(:mod:`mirage_gym.memory.sky`) and show wherever no surface does. A read also fills
+one-cell holes in a surface (see :func:`mirage_gym.geometry.splat_nearest`).
+
 Entries are stored compactly: latent vectors as float16 by default (the generator gets
 float32 back; the rounding, about 5e-4 relative, is far below the codec's error),
 recency and index slots as int32, confidence as float16; voxel keys are kept only in the
@@ -30,7 +34,6 @@ from dataclasses import dataclass
 import torch
 
 from mirage_gym.geometry import scale_intrinsics, splat_nearest, unproject_depth
-from mirage_gym.memory.sky import SkyDome
 from mirage_gym.memory.base import (
     MemoryReadout,
     as_tensor,
@@ -41,6 +44,7 @@ from mirage_gym.memory.base import (
     checked_pose,
     pool_depth,
 )
+from mirage_gym.memory.sky import SkyDome
 
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)
