@@ -63,7 +63,8 @@ def single_env(model: str, steps: int, window: int, seed: int = 0) -> dict:
         if t in checkpoints:
             probe = fresh_env(model, seed + 1)
             probe_actions = random_walk(np.random.default_rng(seed + 2), window)
-            pairs = [(timed_step(env, int(b)), timed_step(probe, int(c))) for b, c in zip(actions[t : t + window], probe_actions)]
+            pairs = [(timed_step(env, int(b)), timed_step(probe, int(c)))
+                     for b, c in zip(actions[t : t + window], probe_actions)]
             probe.close()
             paired[t] = np.median(np.array(pairs), axis=0)
         if any(c <= t < c + window for c in checkpoints):

@@ -250,10 +250,10 @@ def splat_nearest(
 
     With ``fill_holes``, an empty cell surrounded by filled ones (at least 5 of its 8
     neighbours, counting cells of a one-cell ring just outside the frame) takes the best
-    of its neighbours' winning points by the same rule, measured to its own centre: the gaps a surface
-    leaves where a new view stretches it are filled instead of left for the generator
-    (whose guesses there would later occlude the surface), while the edge of what memory
-    covers stays put. ``taken`` ((height * width,) bool) marks cells another layer shows
+    of its neighbours' winning points by the same rule, measured to its own centre: the
+    gaps a surface leaves where a new view stretches it are filled instead of left for
+    the generator (whose guesses there would later occlude the surface), while the edge
+    of what memory covers stays put. ``taken`` ((height * width,) bool) marks cells another layer shows
     (remembered sky): they count as filled neighbours and are never filled, though a
     point landing in one still wins it.
     """
@@ -272,8 +272,8 @@ def splat_nearest(
     # the winner of every cell of the frame and of its ring, on a (height + 2r) x (width + 2r) grid
     ext_w = width + 2 * ring
     ext_n = (height + 2 * ring) * ext_w
-    ext, ext_index = _pick_per_cell((row + ring) * ext_w + col + ring, depth, offset, torch.arange(idx.numel(), device=idx.device),
-                                    ext_n, depth_tolerance)
+    local = torch.arange(idx.numel(), device=idx.device)
+    ext, ext_index = _pick_per_cell((row + ring) * ext_w + col + ring, depth, offset, local, ext_n, depth_tolerance)
     ext_row, ext_col = ext // ext_w - ring, ext % ext_w - ring
     inside = (ext_row >= 0) & (ext_row < height) & (ext_col >= 0) & (ext_col < width)
     filled, point_index = ext_row[inside] * width + ext_col[inside], idx[ext_index[inside]]

@@ -85,7 +85,7 @@ def test_sky_goes_to_the_sky_dome_and_moving_objects_nowhere():
         assert valid[~dynamic].all(), "every cell free of moving objects is remembered"
         shows_sky = valid & ~torch.isfinite(out.depth[0])
         assert torch.equal(shows_sky[~dynamic], (sky_share > 0.5)[~dynamic]), "sky comes back from the dome"
-    assert seen_sky > 0 and seen_dynamic > 0 and seen_horizon > 0, "the scene must show sky, horizon and dynamic objects"
+    assert seen_sky and seen_dynamic and seen_horizon, "the scene must show sky, horizon and dynamic objects"
 
 
 def test_writing_the_same_view_100_times_does_not_grow_memory():

@@ -84,8 +84,9 @@ class SkyDome:
         self.directions, self.features, self._keys = self.directions[order], self.features[order], self._keys[order]
         return int(uniq.numel())
 
-    def read(self, pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat cell indices and float32 features of the sky the camera's cells look at."""
+    def read(self, pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]):
+        """Flat cell indices (M,) and float32 features (M, C) of the sky the camera's cells
+        look at."""
         h, w = grid
         # only directions within the cone around the optical axis that holds the frame and
         # its one-cell ring (the splat fills edge holes from there)
@@ -94,7 +95,8 @@ class SkyDome:
         widest = (corners[:, 2] / corners.norm(dim=1)).min()
         near_view = torch.nonzero(self.directions @ pose[:3, 2].float() >= widest.float() - 1e-4, as_tuple=True)[0]
         if near_view.numel() == 0:
-            return torch.zeros(0, dtype=torch.long, device=self.device), torch.zeros(0, self.channels, device=self.device)
+            nothing = torch.zeros(0, dtype=torch.long, device=self.device)
+            return nothing, torch.zeros(0, self.channels, device=self.device)
         rotation = torch.eye(4, dtype=torch.float32, device=self.device)
         rotation[:3, :3] = pose[:3, :3].float()
         cells, index, _ = splat_nearest(self.directions[near_view], k_grid.float(), rotation, h, w,
