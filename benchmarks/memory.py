@@ -5,7 +5,8 @@ stays in free space via ``scene.is_free`` and revisits the rooms it crosses) thr
 procedural scene. Frames are rendered up front, outside every timed region. Each memory
 then replays the whole walk in its own pass (so one memory's working set never pollutes
 another's caches); per step it does what a world model with that memory would do. Every
-row writes the same filtered frames (``static_keep_mask`` with the world's far: no sky).
+row writes the same filtered frames (``static_keep_mask`` with the world's far: no sky in
+the points; the latent memory keeps mostly-sky cells in its sky dome, as the world does).
 
 * ``latent``: exactly the memory traffic of ``World`` (``mirage_gym/world.py``) per step,
   on the memory a default ``World`` builds (taken from ``World.memories``, so it has the

@@ -6,8 +6,9 @@ Loops (frames compared at the same pose): (a) turn_360, a full turn in 24 steps;
 (b) out_and_back, 8 steps forward then 8 back; (c) revisit_generated, turn 90 degrees
 into views the seed never showed, come back, turn again: the two visits of *generated*
 content (PSNR capped at 100 dB: a loop that closes exactly gives identical frames).
-Also: fidelity to the true render over frames at least 80% covered by memory, depth AbsRel, sharpness (gradient energy relative to the true render), and the median
-time of one world step at 64x64. Writes PNG strips and mp4s of one loop of each kind.
+Also: fidelity to the true render over frames at least 80% covered by memory, depth
+AbsRel, sharpness (gradient energy relative to the true render), and the median time of
+one world step at 64x64. Writes PNG strips and mp4s of one loop of each kind.
 Bars: loops (a), (b) >= 25 dB and (c) >= 22 dB with memory, memory off >= 6 dB lower;
 fidelity >= 22 dB; AbsRel <= 0.15; sharpness >= 0.85; step <= 40 ms.
 """

@@ -296,10 +296,8 @@ def splat_nearest(
             r, c, which = r[ok], c[ok], which[ok]
             gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
             more, more_points = _pick_per_cell(r * width + c, depth[which], gap, idx[which], n_cells, depth_tolerance)
-            filled = torch.cat([filled, more])
-            point_index = torch.cat([point_index, more_points])
-    filled, order = torch.sort(filled)
-    point_index = point_index[order]
+            filled, order = torch.sort(torch.cat([filled, more]))  # the winners alone are in order
+            point_index = torch.cat([point_index, more_points])[order]
     return filled, point_index, z[point_index]
 
 

@@ -124,12 +124,13 @@ def generator_batch(samples: GeneratorSamples, rng: np.random.Generator, batch: 
     return (noisy, sigma, context, memory, mask, memory_depth, camera), target
 
 
-def new_generator(latent_channels: int, seed: int = 0, head_dim: int = 24) -> LatentGenerator:
-    """A fresh tiny generator whose residual starts at zero (it copies memory)."""
+def new_generator(latent_channels: int, seed: int = 0, **sizes) -> LatentGenerator:
+    """A fresh tiny generator whose residual starts at zero (it copies memory); ``sizes``
+    override :func:`tiny_transformer_config`'s."""
     from diffusers import WanVACETransformer3DModel
 
     torch.manual_seed(seed)
-    config = tiny_transformer_config(latent_channels, head_dim=head_dim)
+    config = tiny_transformer_config(latent_channels, **sizes)
     transformer = WanVACETransformer3DModel(**config)
     zero_output_projections(transformer)
     return LatentGenerator(transformer, CameraTokens(config["text_dim"]))
@@ -138,7 +139,7 @@ def new_generator(latent_channels: int, seed: int = 0, head_dim: int = 24) -> La
 def train_generator_stage(out: Path, cfg, data: Sequences, codec: RGBDCodec, progress: bool = True) -> Path:
     """Build samples, train (or resume) the generator, export the model directory."""
     samples = build_samples(codec, data, progress=progress)
-    generator = new_generator(codec.latent_channels, cfg.seed, cfg.generator_head_dim)
+    generator = new_generator(codec.latent_channels, cfg.seed, head_dim=cfg.generator_head_dim)
     loop = TrainLoop("generator", generator, out, cfg.generator_steps, cfg.generator_lr, seed=cfg.seed, progress=progress)
     sampler = FlowMatchEulerSampler(SAMPLER_STEPS)
     sigmas = sampler.sigmas()[:-1]
