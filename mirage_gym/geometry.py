@@ -200,6 +200,15 @@ def project_points(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.T
     return torch.stack([u, v], dim=-1), z
 
 
+def ringed_frame_rays(intrinsics: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., 4, 3) camera rays (z = 1) through the corners of a ``height x width`` grid
+    grown by a one-cell ring, for intrinsics (..., 3, 3) of that grid: the bounds of what a
+    splat with ``fill_holes`` can use."""
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [width + 1, -1.0, 1.0], [width + 1, height + 1, 1.0],
+                            [-1.0, height + 1, 1.0]], dtype=intrinsics.dtype, device=intrinsics.device)
+    return corners @ torch.linalg.inv(intrinsics).transpose(-1, -2)
+
+
 def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
     """Winner per cell among candidate (cell, depth, offset, point) rows: the nearest depth
     (within ``depth_tolerance`` of it, with ``offset`` set: the one closest to the cell
@@ -224,6 +233,19 @@ def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: fl
 _HOLE_NEIGHBOURS = 5
 
 
+def _project_per_point(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.Tensor, view: torch.Tensor):
+    """Pixel ``u``, ``v`` and z-depth of every point in its own camera ``view[i]`` of the
+    stacked ``intrinsics`` (B, 3, 3) and ``pose`` (B, 4, 4). Elementwise arithmetic only,
+    so a point's result does not depend on which other points share the call."""
+    pose = pose.to(points.dtype)[view]
+    k = intrinsics.to(points.dtype)[view]
+    cam = (pose[:, :3, :3] * (points - pose[:, :3, 3])[:, :, None]).sum(dim=1)  # R^T (p - t)
+    z = cam[:, 2]
+    safe_z = torch.where(z.abs() > 1e-9, z, torch.full_like(z, 1e-9))
+    x, y = cam[:, 0] / safe_z, cam[:, 1] / safe_z
+    return k[:, 0, 0] * x + k[:, 0, 1] * y + k[:, 0, 2], k[:, 1, 1] * y + k[:, 1, 2], z
+
+
 def splat_nearest(
     points: torch.Tensor,
     intrinsics: torch.Tensor,
@@ -234,6 +256,7 @@ def splat_nearest(
     depth_tolerance: float = 0.0,
     fill_holes: bool = False,
     taken: torch.Tensor | None = None,
+    view: torch.Tensor | None = None,
 ):
     """Z-buffered point splat: for each cell of an ``height x width`` grid, the nearest point.
 
@@ -253,49 +276,64 @@ def splat_nearest(
     of its neighbours' winning points by the same rule, measured to its own centre: the
     gaps a surface leaves where a new view stretches it are filled instead of left for
     the generator (whose guesses there would later occlude the surface), while the edge
-    of what memory covers stays put. ``taken`` ((height * width,) bool) marks cells another layer shows
-    (remembered sky): they count as filled neighbours and are never filled, though a
-    point landing in one still wins it.
+    of what memory covers stays put. ``taken`` ((height * width,) bool) marks cells
+    another layer shows (remembered sky): they count as filled neighbours and are never
+    filled, though a point landing in one still wins it.
+
+    Several cameras in one call: ``intrinsics`` (B, 3, 3), ``pose`` (B, 4, 4) and
+    ``view`` (N,) the camera each point belongs to. Their grids are stacked, so a cell
+    index is ``b * height * width + row * width + col`` and ``taken`` is
+    (B * height * width,); each camera's result is exactly what a call of its own gives.
     """
+    if intrinsics.ndim == 2:
+        intrinsics, pose = intrinsics[None], pose[None]
+    n_views = intrinsics.shape[0]
+    if view is None:
+        if n_views != 1:
+            raise ValueError(f"view must give each point's camera when {n_views} cameras are given")
+        view = torch.zeros(points.shape[0], dtype=torch.long, device=points.device)
     if points.numel() == 0:
         empty = torch.zeros(0, dtype=torch.long, device=points.device)
         return empty, empty, torch.zeros(0, dtype=points.dtype, device=points.device)
     n_cells = height * width
-    uv, z = project_points(points, intrinsics, pose)
-    col = torch.floor(uv[:, 0]).long()
-    row = torch.floor(uv[:, 1]).long()
+    u, v, z = _project_per_point(points, intrinsics, pose, view)
+    col = torch.floor(u).long()
+    row = torch.floor(v).long()
     ring = 1 if fill_holes else 0  # points just outside the frame may fill its edge cells
     near_frame = (z > near) & (col >= -ring) & (col < width + ring) & (row >= -ring) & (row < height + ring)
     idx = torch.nonzero(near_frame, as_tuple=True)[0]
-    col, row, u, v, depth = col[idx], row[idx], uv[idx, 0], uv[idx, 1], z[idx]
+    col, row, u, v, depth, view = col[idx], row[idx], u[idx], v[idx], z[idx], view[idx]
     offset = (u - col - 0.5) ** 2 + (v - row - 0.5) ** 2 if depth_tolerance > 0 else None
-    # the winner of every cell of the frame and of its ring, on a (height + 2r) x (width + 2r) grid
-    ext_w = width + 2 * ring
-    ext_n = (height + 2 * ring) * ext_w
+    # the winner of every cell of the frame and of its ring, on (height + 2r) x (width + 2r) grids
+    ext_h, ext_w = height + 2 * ring, width + 2 * ring
     local = torch.arange(idx.numel(), device=idx.device)
-    ext, ext_index = _pick_per_cell((row + ring) * ext_w + col + ring, depth, offset, local, ext_n, depth_tolerance)
-    ext_row, ext_col = ext // ext_w - ring, ext % ext_w - ring
+    ext_cell = view * (ext_h * ext_w) + (row + ring) * ext_w + col + ring
+    ext, ext_index = _pick_per_cell(ext_cell, depth, offset, local, n_views * ext_h * ext_w, depth_tolerance)
+    ext_view, ext_rest = ext // (ext_h * ext_w), ext % (ext_h * ext_w)
+    ext_row, ext_col = ext_rest // ext_w - ring, ext_rest % ext_w - ring
     inside = (ext_row >= 0) & (ext_row < height) & (ext_col >= 0) & (ext_col < width)
-    filled, point_index = ext_row[inside] * width + ext_col[inside], idx[ext_index[inside]]
+    filled = ext_view[inside] * n_cells + ext_row[inside] * width + ext_col[inside]
+    point_index = idx[ext_index[inside]]
     if fill_holes and ext.numel():
-        occupied = torch.zeros(height + 2, width + 2, dtype=torch.bool, device=points.device)
-        occupied[ext_row + 1, ext_col + 1] = True
+        occupied = torch.zeros(n_views, height + 2, width + 2, dtype=torch.bool, device=points.device)
+        occupied[ext_view, ext_row + 1, ext_col + 1] = True
         if taken is not None:
-            occupied[1:-1, 1:-1] |= taken.view(height, width)
-        grid = occupied[None, None].float()
+            occupied[:, 1:-1, 1:-1] |= taken.view(n_views, height, width)
+        grid = occupied[:, None].float()
         count = torch.nn.functional.conv2d(grid, torch.ones(1, 1, 3, 3, dtype=grid.dtype, device=grid.device))
-        hole = (~occupied[1:-1, 1:-1] & (count[0, 0] >= _HOLE_NEIGHBOURS)).flatten()
+        hole = (~occupied[:, 1:-1, 1:-1] & (count[:, 0] >= _HOLE_NEIGHBOURS)).flatten()
         if hole.any():
             # each cell's winner is a candidate for the holes among the cell's 8 neighbours
             step = torch.tensor([-1, 0, 1], device=points.device)
             r = (ext_row[None, None, :] + step[:, None, None]).expand(3, 3, -1).reshape(-1)
             c = (ext_col[None, None, :] + step[None, :, None]).expand(3, 3, -1).reshape(-1)
             which = ext_index.repeat(9)
+            cell = ext_view.repeat(9) * n_cells + r * width + c
             ok = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            ok &= hole[(r * width + c).clamp(0, n_cells - 1)]
-            r, c, which = r[ok], c[ok], which[ok]
+            ok &= hole[cell.clamp(0, n_views * n_cells - 1)]
+            r, c, which, cell = r[ok], c[ok], which[ok], cell[ok]
             gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
-            more, more_points = _pick_per_cell(r * width + c, depth[which], gap, idx[which], n_cells, depth_tolerance)
+            more, more_points = _pick_per_cell(cell, depth[which], gap, idx[which], n_views * n_cells, depth_tolerance)
             filled, order = torch.sort(torch.cat([filled, more]))  # the winners alone are in order
             point_index = torch.cat([point_index, more_points])[order]
     return filled, point_index, z[point_index]

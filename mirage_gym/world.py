@@ -31,6 +31,7 @@ from mirage_gym.geometry import (
     unproject_depth,
 )
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.memory.latent import read_memories, voxel_keys, write_memories
 from mirage_gym.memory.base import pool_depth
 from mirage_gym.memory.coverage import CoverageGrid
 
@@ -111,8 +112,7 @@ def align_depth_to_memory(depth: torch.Tensor, memory_depth: torch.Tensor, mask:
     no memory, or with sky in them, are left as decoded.
     """
     grid = tuple(memory_depth.shape[-2:])
-    everything = torch.ones(depth.shape[-2:], dtype=torch.bool, device=depth.device)
-    pooled, solid = (torch.stack(t)[:, None] for t in zip(*(pool_depth(d[0], everything, grid) for d in depth)))
+    pooled, solid = pool_depth(depth, torch.ones_like(depth, dtype=torch.bool), grid)
     use = (mask > 0) & solid & torch.isfinite(memory_depth) & (pooled > 0)
     ratio = torch.where(use, memory_depth / pooled.clamp(min=1e-6), torch.ones_like(pooled))
     return depth * F.interpolate(ratio, size=depth.shape[-2:], mode="nearest")
@@ -208,7 +208,8 @@ class World:
         confidence = 1.0 if depth is not None else c.predicted_depth_confidence
         depth_np = known[0, 0].cpu().numpy()
         self.depth[index] = depth_np
-        new = self._remember(index, latent[0], known[0, 0], keep_mask, confidence)
+        new = int(self._remember([index], latent, known[:, 0], None if keep_mask is None else keep_mask[None],
+                                 confidence)[0])
         return WorldFrame(
             rgb=to_uint8(shown),
             depth=depth_np[None].astype(np.float32),
@@ -267,10 +268,7 @@ class World:
         poses = pose_from_state(states)
         old_poses = torch.as_tensor(self.poses)
         new_poses = torch.as_tensor(poses)
-        readouts = [
-            self.memories[i].read(poses[i], self.intrinsics[i], self.grid, image_size=(c.height, c.width))
-            for i in range(self.num_worlds)
-        ]
+        readouts = read_memories(self.memories, poses, self.intrinsics, self.grid, image_size=(c.height, c.width))
         memory = torch.stack([r.features for r in readouts])
         mask = torch.stack([r.mask for r in readouts])
         memory_depth = torch.stack([r.depth for r in readouts])
@@ -289,12 +287,8 @@ class World:
         self.states = states.copy()
         self.context = latents
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
-        new_voxels = np.array(
-            [
-                self._remember(i, latents[i], depth[i, 0], None, c.generated_confidence, remembered=readouts[i])
-                for i in range(self.num_worlds)
-            ]
-        )
+        worlds = list(range(self.num_worlds))
+        new_voxels = self._remember(worlds, latents, depth[:, 0], None, c.generated_confidence, remembered=readouts)
         return WorldFrame(
             rgb=to_uint8(rgb),
             depth=self.depth.copy(),
@@ -304,38 +298,42 @@ class World:
             collision=np.zeros(self.num_worlds, dtype=bool),
         )
 
-    def _remember(self, index, latent, depth, keep_mask, confidence, remembered=None) -> int:
-        """Filter and write one frame into world ``index``'s memory; returns new coverage voxels.
+    def _remember(self, indices, latents, depth, keep_mask, confidence, remembered=None) -> np.ndarray:
+        """Filter and write one frame into each world of ``indices`` (``latents`` (B, C, h, w),
+        ``depth`` (B, H, W), ``keep_mask`` (B, H, W) or None), all in one batched write;
+        returns the new coverage voxels of each.
 
-        ``remembered`` is the memory readout the frame was generated from: its cells are
-        not written again, since re-lifting a copy at a slightly different depth would add
-        a drifted duplicate that can later occlude the original. For coverage they count
-        at the remembered depth, so coming back to a place never pays as new ground.
+        ``remembered`` are the memory readouts the frames were generated from: their cells
+        are not written again, since re-lifting a copy at a slightly different depth would
+        add a drifted duplicate that can later occlude the original. For coverage they
+        count at the remembered depth, so coming back to a place never pays as new ground.
         """
         c = self.config
-        keep = static_keep_mask(depth, dynamic_mask=None if keep_mask is None else ~np.asarray(keep_mask, bool), far=c.far)
-        pose = self.poses[index]
-        k = self.intrinsics[index]
-        skip = None
-        if remembered is not None:
-            skip = remembered.mask[0] > 0
-        result = self.memories[index].write(
-            latent,
-            depth,
-            pose,
-            k,
-            keep_mask=keep,
-            confidence=confidence,
+        dynamic = None if keep_mask is None else ~torch.as_tensor(np.asarray(keep_mask, bool), device=depth.device)
+        keep = static_keep_mask(depth, dynamic_mask=dynamic, far=c.far)
+        poses = torch.as_tensor(self.poses[indices])
+        ks = torch.as_tensor(np.stack([self.intrinsics[i] for i in indices]))
+        conf = torch.full((len(indices), *self.grid), float(confidence), device=self.device)
+        skip = None if remembered is None else torch.stack([r.mask[0] > 0 for r in remembered])
+        results = write_memories(
+            [self.memories[i] for i in indices], latents, depth, poses, ks, keep, conf,
             reject_closer_than_memory=c.residual_tolerance if remembered is not None else None,
             skip_cells=skip,
         )
-        seen = result.static_xyz
-        if skip is not None and result.static_cells is not None:
-            k_grid = scale_intrinsics(torch.as_tensor(k), (c.height, c.width), self.grid)
-            surface = skip & torch.isfinite(remembered.depth[0])  # remembered sky covers no ground
-            at_memory = unproject_depth(remembered.depth[0].double(), k_grid, torch.as_tensor(pose))[surface]
-            seen = torch.cat([seen[~skip[result.static_cells]], at_memory.to(seen.dtype)])
-        return self.coverage[index].add(seen)
+        # the points each frame showed: its static cells, and remembered cells at memory's depth
+        seen = torch.cat([r.static_xyz for r in results])
+        owner = torch.repeat_interleave(torch.arange(len(indices)), torch.tensor([len(r.static_xyz) for r in results]))
+        if remembered is not None:
+            generated = ~torch.cat([skip[j][r.static_cells] for j, r in enumerate(results)])
+            k_grid = scale_intrinsics(ks, (c.height, c.width), self.grid)
+            remembered_depth = torch.stack([r.depth[0] for r in remembered])
+            surface = skip & torch.isfinite(remembered_depth)  # remembered sky covers no ground
+            at_memory = unproject_depth(remembered_depth.double(), k_grid, poses)[surface].to(seen.dtype)
+            seen = torch.cat([seen[generated], at_memory])
+            owner = torch.cat([owner[generated], torch.nonzero(surface, as_tuple=True)[0]])
+        keys, in_range = voxel_keys(seen, c.coverage_voxel)
+        return np.array([self.coverage[i].add_keys(keys[in_range & (owner == j)]) for j, i in enumerate(indices)],
+                        dtype=np.int64)
 
     # ------------------------------------------------------------------ snapshots
 

@@ -115,6 +115,29 @@ def test_hole_filling_fills_surrounded_gaps_and_keeps_the_edge_of_memory():
     assert torch.equal(cells, plain)
 
 
+def test_splat_of_several_cameras_equals_one_call_each():
+    rng = np.random.default_rng(5)
+    k = torch.as_tensor(g.intrinsics_from_fov(12, 10)).float()
+    poses = torch.stack([torch.as_tensor(random_pose(rng)).float() for _ in range(3)])
+    clouds = [torch.as_tensor(rng.uniform(-4, 4, (n, 3))).float() for n in (300, 0, 500)]
+    view = torch.repeat_interleave(torch.arange(3), torch.tensor([len(c) for c in clouds]))
+    taken = torch.as_tensor(rng.random(3 * 120) < 0.1)
+    args = dict(depth_tolerance=0.25, fill_holes=True)
+    cells, index, depth = g.splat_nearest(torch.cat(clouds), k.expand(3, 3, 3), poses, 10, 12, taken=taken, view=view,
+                                          **args)
+    start = 0
+    for b, cloud in enumerate(clouds):
+        one_cells, one_index, one_depth = g.splat_nearest(cloud, k, poses[b], 10, 12, taken=taken[b * 120:(b + 1) * 120],
+                                                          **args)
+        mine = (cells >= b * 120) & (cells < (b + 1) * 120)
+        assert torch.equal(cells[mine] - b * 120, one_cells) and torch.equal(index[mine] - start, one_index)
+        assert torch.equal(depth[mine], one_depth)
+        start += len(cloud)
+    assert len(cells) > 100
+    with pytest.raises(ValueError, match="view must give each point's camera"):
+        g.splat_nearest(torch.cat(clouds), k.expand(3, 3, 3), poses, 10, 12)
+
+
 def test_hole_filling_uses_points_just_outside_the_frame():
     # columns 0-6 and a column just beyond the right edge: column 7 is a gap, not an edge
     rows, cols = zip(*[(r, c) for r in range(8) for c in (*range(7), 8)])

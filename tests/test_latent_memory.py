@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state, scale_intrinsics, splat_nearest
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
-from mirage_gym.memory.latent import SURFACE_TOLERANCE, chunk_major_keys
+from mirage_gym.memory.coverage import CoverageGrid
+from mirage_gym.memory.latent import SURFACE_TOLERANCE, chunk_major_keys, read_memories, write_memories
 from mirage_gym.scenes import LABEL_DYNAMIC, LABEL_SKY, make_scene
 
 SIZE, GRID = 64, 16
@@ -337,3 +338,77 @@ def test_sky_survives_a_state_round_trip_and_old_states_load_without_it():
     with pytest.raises(ValueError, match="sky_directions"):
         copy.load_state_dict(bad)
     assert len(copy.sky) == 0, "a refused state changes nothing"
+
+
+def _filled_memories(n: int, rng: np.random.Generator) -> list[LatentSpatialMemory]:
+    """``n`` memories of different procedural views plus sky, one of them empty."""
+    memories = [LatentSpatialMemory(3) for _ in range(n)]
+    for i, memory in enumerate(memories[1:]):
+        write_render(memory, make_scene(i, kind="outdoor" if i % 2 else "indoor"), random_pose(rng))
+        write_render(memory, make_scene(i), np.eye(4))
+    return memories
+
+
+def test_batched_read_equals_each_memory_read_alone():
+    """One splat for several memories gives every memory exactly its own read, touches included."""
+    rng = np.random.default_rng(7)
+    batched, alone = _filled_memories(4, rng), _filled_memories(4, np.random.default_rng(7))
+    for _ in range(5):
+        poses = [pose_from_state(np.array([*rng.uniform(-0.5, 0.5, 3), *rng.uniform(-1, 1, 3) * [3, 0.5, 0.2]]))
+                 for _ in batched]
+        for m in batched + alone:
+            m.clock += 1
+        outs = read_memories(batched, poses, [K] * 4, (GRID, GRID), image_size=(SIZE, SIZE))
+        for out, memory, pose in zip(outs, alone, poses):
+            ref = memory.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
+            for a, b in ((out.features, ref.features), (out.mask, ref.mask), (out.depth, ref.depth)):
+                assert torch.equal(a, b)
+    for a, b in zip(batched, alone):
+        assert torch.equal(a.state_dict()["last_seen"], b.state_dict()["last_seen"])
+
+
+def test_batched_write_equals_each_memory_write_alone():
+    rng = np.random.default_rng(3)
+    batched, alone = _filled_memories(3, rng), _filled_memories(3, np.random.default_rng(3))
+    renders = [make_scene(10 + i).render(random_pose(rng), SIZE, SIZE) for i in range(3)]
+    features = torch.stack([rgb_latents(r.rgb) for r in renders])
+    depth = torch.stack([torch.as_tensor(r.depth) for r in renders])
+    keep = torch.stack([static_keep_mask(r.depth, r.labels) for r in renders])
+    skip = torch.as_tensor(rng.random((3, GRID, GRID)) < 0.2)
+    confidence = torch.full((3, GRID, GRID), 0.75)
+    poses = [r.pose for r in renders]
+    results = write_memories(batched, features, depth, poses, [K] * 3, keep, confidence, 0.25, skip)
+    for i, memory in enumerate(alone):
+        ref = memory.write(features[i], depth[i], poses[i], K, keep_mask=keep[i], confidence=0.75,
+                           reject_closer_than_memory=0.25, skip_cells=skip[i])
+        assert results[i].added == ref.added and torch.equal(results[i].static_xyz, ref.static_xyz)
+        mine, theirs = batched[i].state_dict(), memory.state_dict()
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_batched_memory_calls_refuse_mismatched_input():
+    memories = [LatentSpatialMemory(3), LatentSpatialMemory(3)]
+    with pytest.raises(ValueError, match="one pose and one intrinsics per memory"):
+        read_memories(memories, [np.eye(4)], [K, K], (GRID, GRID))
+    with pytest.raises(ValueError, match="pose must have shape"):
+        read_memories(memories, [np.eye(4), np.eye(3)], [K, K], (GRID, GRID))
+    with pytest.raises(ValueError, match="features must have shape"):
+        write_memories(memories, torch.zeros(2, 4, GRID, GRID), torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
+                       torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID))
+    with pytest.raises(ValueError, match="must share"):
+        write_memories([LatentSpatialMemory(3), LatentSpatialMemory(3, voxel_size=0.1)], torch.zeros(2, 3, GRID, GRID),
+                       torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
+                       torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID))
+
+
+def test_coverage_grid_counts_each_voxel_once_and_stays_sorted():
+    grid = CoverageGrid(voxel_size=0.5)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(6):
+        xyz = torch.as_tensor(rng.uniform(-3, 3, (200, 3))).float()
+        keys = {tuple(v) for v in np.floor(xyz.numpy() / 0.5).astype(int).tolist()}
+        assert grid.add(xyz) == len(keys - seen)
+        seen |= keys
+    assert len(grid) == len(seen) and torch.equal(grid.keys, torch.sort(torch.unique(grid.keys)).values)
+    assert grid.contains(torch.tensor([[0.1, 0.1, 0.1]])).item() == ((0, 0, 0) in seen)

@@ -101,6 +101,36 @@ def test_a_fresh_generator_copies_memory_exactly():
     assert generator.transformer.config.vace_in_channels == 21
 
 
+def test_lean_kernels_compute_what_diffusers_blocks_compute():
+    """The generator's attention and GELU forms agree with diffusers' own, with and
+    without gradients, and leave the state dict's names as they were."""
+    from diffusers import WanVACETransformer3DModel
+
+    from mirage_gym.models.generator import tiny_transformer_config
+    from mirage_gym.models.kernels import RotaryAttnProcessor, use_lean_kernels
+
+    torch.manual_seed(0)
+    reference = WanVACETransformer3DModel(**tiny_transformer_config()).eval()
+    for p in reference.parameters():
+        torch.nn.init.normal_(p, std=0.2)  # a random network: the output projections are not zero
+    lean = WanVACETransformer3DModel(**tiny_transformer_config()).eval()
+    lean.load_state_dict(reference.state_dict())
+    use_lean_kernels(lean)
+    assert lean.state_dict().keys() == reference.state_dict().keys()
+    inputs = dict(hidden_states=torch.randn(3, 32, 1, 16, 16), timestep=torch.tensor([100.0, 500.0, 900.0]),
+                  encoder_hidden_states=torch.randn(3, 4, 32), control_hidden_states=torch.randn(3, 21, 1, 16, 16),
+                  return_dict=False)
+    with torch.no_grad():
+        expected = reference(**inputs)[0]
+        assert expected.abs().mean() > 0.1
+        torch.testing.assert_close(lean(**inputs)[0], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lean(**inputs)[0], reference(**inputs)[0], rtol=1e-4, atol=1e-5)  # training path
+    attention = next(m for m in lean.modules() if isinstance(getattr(m, "processor", None), RotaryAttnProcessor))
+    attention.fuse_projections()
+    with pytest.raises(ValueError, match="unfused projections"):
+        attention(torch.randn(1, 4, attention.inner_dim))
+
+
 def test_shipped_weights_are_small_safetensors():
     path = shipped_model_path()
     files = [p for p in path.rglob("*") if p.is_file()]

@@ -54,6 +54,16 @@ def checked_intrinsics(intrinsics, device) -> torch.Tensor:
     return as_tensor(intrinsics, "intrinsics", device, torch.float64)
 
 
+def checked_stack(values, name: str, shape: tuple[int, ...], device) -> torch.Tensor:
+    """float64 (B, *shape) stack of B array-likes of ``shape`` each (one per camera);
+    the caller checks their content batched (``check_pose`` / ``check_intrinsics``)."""
+    items = [as_tensor(v, name, device, torch.float64) for v in values]
+    for item in items:
+        if tuple(item.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(item.shape)}")
+    return torch.stack(items)
+
+
 def checked_depth(depth, device) -> torch.Tensor:
     """A (H, W) float depth map: no NaN and no negative values (``inf`` means sky)."""
     d = as_tensor(depth, "depth", device, torch.float32)
@@ -89,34 +99,37 @@ def checked_grid(value, name: str) -> tuple[int, int]:
 
 def pool_depth(depth: torch.Tensor, keep: torch.Tensor, grid_hw: tuple[int, int], mode: str = "area",
                ignore: torch.Tensor | None = None):
-    """Depth (H, W) pooled onto a coarser grid over each cell's kept pixels, and which
+    """Depth (..., H, W) pooled onto a coarser grid over each cell's kept pixels, and which
     cells are kept.
 
     A cell is kept only if every pixel in it is kept (finite, static): a cell that mixes
     a dynamic object with static surface would write a point floating between them.
-    ``ignore`` (H, W) bool marks pixels (sky) that neither enter the depth nor spoil the
-    cell, as long as at least half the cell is kept: a roof edge against the sky is
+    ``ignore`` (..., H, W) bool marks pixels (sky) that neither enter the depth nor spoil
+    the cell, as long as at least half the cell is kept: a roof edge against the sky is
     remembered at the roof's depth. ``area`` averages the kept depths (what Mirage's
     ablation favours); ``median`` takes their median (more robust at depth edges).
     """
     h, w = grid_hw
-    big_h, big_w = depth.shape
+    big_h, big_w = depth.shape[-2:]
     if big_h % h or big_w % w:
         raise ValueError(f"depth grid {big_h}x{big_w} is not a whole multiple of the feature grid {h}x{w}")
     fy, fx = big_h // h, big_w // w
+    lead = depth.shape[:-2]
+
+    def cell_mean(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x.reshape(-1, 1, big_h, big_w).float(), (fy, fx)).reshape(*lead, h, w)
+
     kept = keep & torch.isfinite(depth) & (depth > 0)
-    share = F.avg_pool2d(kept[None, None].float(), (fy, fx))[0, 0]
+    share = cell_mean(kept)
     if ignore is None:
         cell_keep = share > 0.999
     else:
-        clean = F.avg_pool2d((kept | ignore)[None, None].float(), (fy, fx))[0, 0] > 0.999
-        cell_keep = clean & (share >= 0.5)
+        cell_keep = (cell_mean(kept | ignore) > 0.999) & (share >= 0.5)
     if mode == "area":
-        total = F.avg_pool2d(torch.where(kept, depth, torch.zeros_like(depth))[None, None], (fy, fx))[0, 0]
-        pooled = total / share.clamp(min=1.0 / (fy * fx))
+        pooled = cell_mean(torch.where(kept, depth, torch.zeros_like(depth))) / share.clamp(min=1.0 / (fy * fx))
     elif mode == "median":
         blocks = torch.where(kept, depth, torch.full_like(depth, float("nan")))
-        blocks = blocks.reshape(h, fy, w, fx).permute(0, 2, 1, 3).reshape(h, w, fy * fx)
+        blocks = blocks.reshape(*lead, h, fy, w, fx).transpose(-3, -2).reshape(*lead, h, w, fy * fx)
         pooled = torch.nan_to_num(blocks.nanmedian(dim=-1).values, nan=0.0)
     else:
         raise ValueError(f"depth_pooling must be 'area' or 'median', got {mode!r}")

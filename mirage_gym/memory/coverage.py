@@ -23,13 +23,25 @@ class CoverageGrid:
     def add(self, xyz: torch.Tensor) -> int:
         """Mark the voxels of points ``(N, 3)`` as seen; returns how many were new."""
         keys, in_range = voxel_keys(xyz.float(), self.voxel_size)
-        keys = torch.unique(keys[in_range])
+        return self.add_keys(keys[in_range])
+
+    def add_keys(self, keys: torch.Tensor) -> int:
+        """Mark voxels by key (from :func:`voxel_keys` at this grid's voxel size); returns
+        how many were new. A merge into the sorted keys, not a sort of all of them."""
+        keys = torch.unique(keys)
         if self.keys.numel():
-            pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
-            keys = keys[self.keys[pos] != keys]
-        if keys.numel():
-            self.keys = torch.sort(torch.cat([self.keys, keys])).values
-        return int(keys.numel())
+            pos = torch.searchsorted(self.keys, keys)
+            keys = keys[self.keys[pos.clamp(max=self.keys.numel() - 1)] != keys]
+        n = keys.numel()
+        if n:
+            merged = torch.empty(self.keys.numel() + n, dtype=self.keys.dtype, device=self.keys.device)
+            new_at = torch.searchsorted(self.keys, keys) + torch.arange(n, device=keys.device)
+            old_rows = torch.ones_like(merged, dtype=torch.bool)
+            old_rows[new_at] = False
+            merged[new_at] = keys
+            merged[old_rows] = self.keys
+            self.keys = merged
+        return int(n)
 
     def contains(self, xyz: torch.Tensor) -> torch.Tensor:
         """Bool per point: is its voxel already covered."""

@@ -17,7 +17,7 @@ LABEL_DYNAMIC = 2
 
 
 def static_keep_mask(depth, labels=None, dynamic_mask=None, far: float = 100.0) -> torch.Tensor:
-    """Bool (H, W) mask of pixels safe to remember.
+    """Bool (H, W) mask of pixels safe to remember (or (B, H, W) for a batch of frames).
 
     Args:
         depth: (H, W) z-depth, ``inf`` for sky.
@@ -26,8 +26,8 @@ def static_keep_mask(depth, labels=None, dynamic_mask=None, far: float = 100.0) 
         far: pixels at or beyond this depth count as sky.
     """
     d = torch.as_tensor(np.asarray(depth) if not isinstance(depth, torch.Tensor) else depth)
-    if d.ndim != 2:
-        raise ValueError(f"depth must have shape (H, W), got {tuple(d.shape)}")
+    if d.ndim not in (2, 3):
+        raise ValueError(f"depth must have shape (H, W) or (B, H, W), got {tuple(d.shape)}")
     keep = torch.isfinite(d) & (d > 0) & (d < far)
     for name, extra in (("labels", labels), ("dynamic_mask", dynamic_mask)):
         if extra is None:

@@ -33,7 +33,14 @@ from dataclasses import dataclass
 
 import torch
 
-from mirage_gym.geometry import scale_intrinsics, splat_nearest, unproject_depth
+from mirage_gym.geometry import (
+    check_intrinsics,
+    check_pose,
+    ringed_frame_rays,
+    scale_intrinsics,
+    splat_nearest,
+    unproject_depth,
+)
 from mirage_gym.memory.base import (
     MemoryReadout,
     as_tensor,
@@ -42,9 +49,10 @@ from mirage_gym.memory.base import (
     checked_intrinsics,
     checked_keep_mask,
     checked_pose,
+    checked_stack,
     pool_depth,
 )
-from mirage_gym.memory.sky import SkyDome
+from mirage_gym.memory.sky import SkyDome, read_domes
 
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)
@@ -247,17 +255,7 @@ class LatentSpatialMemory:
     def _slots_in_view(self, pose: torch.Tensor, k: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Slots of the entries in chunks whose bounding sphere meets the frustum of an
         ``h x w`` grid with intrinsics ``k`` (a superset of the points that land in it)."""
-        cam = (self._centres - pose[:3, 3]) @ pose[:3, :3]  # R^T (c - t)
-        # the frame plus a one-cell ring: the read fills edge holes from points just outside
-        corners = torch.tensor([[-1.0, -1.0, 1.0], [w + 1, -1.0, 1.0], [w + 1, h + 1, 1.0], [-1.0, h + 1, 1.0]],
-                               dtype=k.dtype, device=k.device)
-        rays = corners @ torch.linalg.inv(k).T
-        normals = torch.linalg.cross(rays, rays.roll(-1, dims=0), dim=1)  # the four side planes
-        normals = normals / normals.norm(dim=1, keepdim=True)
-        normals = normals * torch.sign(normals @ rays.mean(dim=0))[:, None]  # pointing inwards
-        r = self._chunk_radius
-        visible = ((cam @ normals.T) >= -r).all(dim=1) & (cam[:, 2] >= _NEAR - r)
-        return self._slots_of(self._chunks[visible])
+        return _slots_in_views([self], pose[None], k[None], h, w)[0]
 
     # ------------------------------------------------------------------ write / read
 
@@ -298,14 +296,7 @@ class LatentSpatialMemory:
         feats = as_tensor(features, "features", self.device, torch.float32)
         if feats.ndim != 3 or feats.shape[0] != self.channels:
             raise ValueError(f"features must have shape ({self.channels}, h, w), got {tuple(feats.shape)}")
-        if not torch.isfinite(feats).all():
-            raise ValueError("features contain NaN or inf")
-        feats = feats.to(self.feature_dtype)
-        if not torch.isfinite(feats).all():
-            raise ValueError(f"features overflow their {self.feature_dtype} storage")
         d = checked_depth(depth, self.device)
-        pose_t = checked_pose(pose, self.device)
-        k = checked_intrinsics(intrinsics, self.device)
         keep = checked_keep_mask(keep_mask, d.shape, self.device)
         grid = tuple(feats.shape[1:])
         conf = torch.as_tensor(confidence, dtype=torch.float32, device=self.device)
@@ -313,39 +304,22 @@ class LatentSpatialMemory:
             conf = conf.expand(grid)
         if tuple(conf.shape) != grid or not torch.isfinite(conf).all():
             raise ValueError(f"confidence must be a finite scalar or have shape {grid}")
-
-        sky = ~(d < self.far)
-        pooled, static = pool_depth(d, keep & ~sky, grid, self.depth_pooling, ignore=sky)
-        k_grid = scale_intrinsics(k, tuple(d.shape), grid)
-        cell_keep = static.clone()
-        clean = (keep | sky).view(grid[0], d.shape[0] // grid[0], grid[1], d.shape[1] // grid[1]).all(3).all(1)
-        sky_cells = clean & ~static  # mostly sky, nothing moving
+        skip = None
         if skip_cells is not None:
             skip = torch.as_tensor(skip_cells, device=self.device).bool()
             if tuple(skip.shape) != grid:
                 raise ValueError(f"skip_cells must have shape {grid}, got {tuple(skip.shape)}")
-            cell_keep &= ~skip
-            sky_cells &= ~skip
-        if self.sky.write(feats, sky_cells, pose_t, k_grid):
-            self._last_read = None
-        if reject_closer_than_memory is not None:
-            seen_mask, seen_depth = self._remembered_at(pose_t, k_grid, grid)
-            closer = pooled < seen_depth[0] * (1.0 - reject_closer_than_memory)
-            cell_keep &= ~(closer & (seen_mask[0] > 0))
-        self.clock += 1
-        lifted = unproject_depth(pooled.double(), k_grid, pose_t).float()
-        result = WriteResult(added=0, static_xyz=lifted[static], static_cells=static)
-        xyz = lifted[cell_keep]
-        if xyz.shape[0] == 0:
-            return result
-        self._last_read = None  # the remembered geometry changes below
-        feats = feats.permute(1, 2, 0)[cell_keep]
-        conf = conf[cell_keep]
-        cell_depth = pooled[cell_keep]
+            skip = skip[None]
+        return write_memories([self], feats[None], d[None], [pose], [intrinsics], keep[None], conf[None],
+                              reject_closer_than_memory, skip)[0]
 
-        keys, in_range = chunk_major_keys(xyz, self.voxel_size)
-        if not in_range.all():
-            keys, xyz, feats, conf, cell_depth = keys[in_range], xyz[in_range], feats[in_range], conf[in_range], cell_depth[in_range]
+    def _store(self, keys: torch.Tensor, xyz: torch.Tensor, feats: torch.Tensor, conf: torch.Tensor,
+               cell_depth: torch.Tensor) -> int:
+        """Merge lifted cells (chunk-major ``keys``, points, stored-dtype features,
+        confidence, depth; all in hashable range) into the entries; returns how many are new."""
+        if xyz.shape[0] == 0:
+            return 0
+        self._last_read = None  # the remembered geometry changes below
         # one candidate per voxel within the frame: the most confident, then the nearest
         order = torch.argsort(cell_depth - 1e6 * conf, stable=True)
         uniq, inverse = torch.unique(keys, return_inverse=True)
@@ -381,8 +355,7 @@ class LatentSpatialMemory:
             self._insert_sorted(keys[fresh], torch.arange(start, start + n_new, device=self.device))
             if self.capacity is not None and self.size > self.capacity:
                 self._evict()
-        result.added = n_new
-        return result
+        return n_new
 
     def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
         """Project memory onto a camera at ``grid_size`` (h, w); the nearest surface wins a
@@ -394,48 +367,13 @@ class LatentSpatialMemory:
         (same surface, same offset from the cell centre) go to the lower voxel key, so a
         read does not depend on the order of past writes.
         """
-        pose_t = checked_pose(pose, self.device)
-        k = checked_intrinsics(intrinsics, self.device)
-        h, w = checked_grid(grid_size, "grid_size")
-        if image_size is not None:
-            k = scale_intrinsics(k, checked_grid(image_size, "image_size"), (h, w))
-        slots = self._slots_in_view(pose_t, k, h, w)
-        sky_cells, sky_features = self.sky.read(pose_t, k, (h, w))
-        taken = torch.zeros(h * w, dtype=torch.bool, device=self.device)
-        taken[sky_cells] = True
-        cells, index, depth = splat_nearest(
-            self._xyz[slots], k.float(), pose_t.float(), h, w, near=_NEAR, depth_tolerance=SURFACE_TOLERANCE,
-            fill_holes=True, taken=taken,
-        )
-        points = slots[index]
-        features = torch.zeros(h * w, self.channels, device=self.device)
-        features[cells] = self._features[points].float()
-        mask = torch.zeros(h * w, device=self.device)
-        mask[cells] = 1.0
-        depth_map = torch.full((h * w,), float("inf"), device=self.device)
-        depth_map[cells] = depth
-        open_sky = mask[sky_cells] == 0  # geometry in front of remembered sky hides it
-        features[sky_cells[open_sky]] = sky_features[open_sky]
-        mask[sky_cells[open_sky]] = 1.0
-        if touch:
-            self._last_seen[points] = self.clock
-        readout = MemoryReadout(
-            features=features.T.reshape(self.channels, h, w),
-            mask=mask.reshape(1, h, w),
-            depth=depth_map.reshape(1, h, w),
-        )
-        # copies: the caller's arrays (which pose_t and k may share) and readout may change
-        self._last_read = (pose_t.clone(), k.clone(), (h, w), readout.mask.clone(), readout.depth.clone())
-        return readout
+        return read_memories([self], [pose], [intrinsics], grid_size, image_size, touch)[0]
 
-    def _remembered_at(self, pose: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]):
-        """Mask and depth of memory on this camera. The world reads at the new pose and then
-        writes there, so the last read is reused while memory has not changed since."""
+    def _read_is_cached(self, pose: torch.Tensor, k: torch.Tensor, grid: tuple[int, int]) -> bool:
+        """Was the last read made at this camera, with memory unchanged since? The world
+        reads at the new pose and then writes there, so the write reuses that read."""
         last = self._last_read
-        if last is not None and last[2] == grid and torch.equal(last[0], pose) and torch.equal(last[1], k):
-            return last[3], last[4]
-        seen = self.read(pose, k, grid, touch=False)
-        return seen.mask, seen.depth
+        return last is not None and last[2] == grid and torch.equal(last[0], pose) and torch.equal(last[1], k)
 
     def distance_to(self, point) -> float:
         """Distance (metres) from ``point`` (3,) to the nearest remembered point; inf if empty.
@@ -532,3 +470,146 @@ class LatentSpatialMemory:
         self.size = n
         self.clock = int(state["clock"])
         self._reindex()
+
+
+def _slots_in_views(memories: list[LatentSpatialMemory], poses: torch.Tensor, ks: torch.Tensor, h: int, w: int):
+    """:meth:`LatentSpatialMemory._slots_in_view` of memory ``b`` at camera ``b`` (``poses``
+    (B, 4, 4), grid intrinsics ``ks`` (B, 3, 3)), all chunks tested at once."""
+    device = poses.device
+    # the side planes of the frame plus its one-cell ring (the read fills edge holes from
+    # points just outside), normals pointing inwards
+    rays = ringed_frame_rays(ks, h, w)
+    normals = torch.linalg.cross(rays, rays.roll(-1, dims=1), dim=2)
+    normals = normals / normals.norm(dim=2, keepdim=True)
+    normals = normals * torch.sign((normals * rays.mean(dim=1, keepdim=True)).sum(dim=2, keepdim=True))
+    counts = torch.tensor([m._chunks.numel() for m in memories], device=device)
+    view = torch.repeat_interleave(torch.arange(len(memories), device=device), counts)
+    radius = torch.tensor([m._chunk_radius for m in memories], dtype=torch.float64, device=device)[view]
+    centres = torch.cat([m._centres for m in memories])
+    cam = ((centres - poses[view, :3, 3])[:, :, None] * poses[view, :3, :3]).sum(dim=1)  # R^T (c - t)
+    inside = ((cam[:, None, :] * normals[view]).sum(dim=2) >= -radius[:, None]).all(dim=1)
+    visible = (inside & (cam[:, 2] >= _NEAR - radius)).split(counts.tolist())
+    return [m._slots_of(m._chunks[v]) for m, v in zip(memories, visible)]
+
+
+def read_memories(memories: list[LatentSpatialMemory], poses, intrinsics, grid_size, image_size=None,
+                  touch: bool = True) -> list[MemoryReadout]:
+    """:meth:`LatentSpatialMemory.read` of several memories, each at its own camera
+    (``poses[b]``, ``intrinsics[b]``), in one splat for all: a batch of worlds reads at
+    the cost of one read plus its points, not of B reads. Each readout is exactly what
+    the memory's own read gives."""
+    if not memories or len(poses) != len(memories) or len(intrinsics) != len(memories):
+        raise ValueError(f"need one pose and one intrinsics per memory, got {len(memories)} memories, "
+                         f"{len(poses)} poses and {len(intrinsics)} intrinsics")
+    device, channels = memories[0].device, memories[0].channels
+    h, w = checked_grid(grid_size, "grid_size")
+    image = None if image_size is None else checked_grid(image_size, "image_size")
+    poses_t = checked_stack(poses, "pose", (4, 4), device)
+    check_pose(poses_t, "pose")
+    ks = checked_stack(intrinsics, "intrinsics", (3, 3), device)
+    check_intrinsics(ks, "intrinsics")
+    if image is not None:
+        ks = scale_intrinsics(ks, image, (h, w))
+    n, b = h * w, len(memories)
+    sky_cells, sky_features = read_domes([m.sky for m in memories], poses_t, ks, (h, w))
+    taken = torch.zeros(b * n, dtype=torch.bool, device=device)
+    taken[sky_cells] = True
+    slots = _slots_in_views(memories, poses_t, ks, h, w)
+    counts = torch.tensor([s.numel() for s in slots], device=device)
+    xyz = torch.cat([m._xyz[s] for m, s in zip(memories, slots)])
+    view = torch.repeat_interleave(torch.arange(b, device=device), counts)
+    cells, index, depth = splat_nearest(xyz, ks.float(), poses_t.float(), h, w, near=_NEAR,
+                                        depth_tolerance=SURFACE_TOLERANCE, fill_holes=True, taken=taken, view=view)
+    # cells ascend, so each memory's winners are one run of them
+    bounds = torch.searchsorted(cells, torch.arange(b + 1, device=device) * n).tolist()
+    starts = (torch.cumsum(counts, 0) - counts).tolist()
+    features = torch.zeros(b * n, channels, device=device)
+    for i, m in enumerate(memories):
+        run = slice(bounds[i], bounds[i + 1])
+        points = slots[i][index[run] - starts[i]]
+        features[cells[run]] = m._features[points].float()
+        if touch:
+            m._last_seen[points] = m.clock
+    mask = torch.zeros(b * n, device=device)
+    mask[cells] = 1.0
+    depth_map = torch.full((b * n,), float("inf"), device=device)
+    depth_map[cells] = depth
+    open_sky = mask[sky_cells] == 0  # geometry in front of remembered sky hides it
+    features[sky_cells[open_sky]] = sky_features[open_sky]
+    mask[sky_cells[open_sky]] = 1.0
+    features = features.view(b, n, channels).transpose(1, 2).reshape(b, channels, h, w)
+    mask, depth_map = mask.view(b, 1, h, w), depth_map.view(b, 1, h, w)
+    readouts = []
+    for i, m in enumerate(memories):
+        readout = MemoryReadout(features=features[i], mask=mask[i], depth=depth_map[i])
+        # copies: the caller's arrays (which the pose and intrinsics may share) and readout may change
+        m._last_read = (poses_t[i].clone(), ks[i].clone(), (h, w), readout.mask.clone(), readout.depth.clone())
+        readouts.append(readout)
+    return readouts
+
+
+def write_memories(memories: list[LatentSpatialMemory], features: torch.Tensor, depth: torch.Tensor, poses,
+                   intrinsics, keep_mask: torch.Tensor, confidence: torch.Tensor,
+                   reject_closer_than_memory: float | None = None,
+                   skip_cells: torch.Tensor | None = None) -> list[WriteResult]:
+    """:meth:`LatentSpatialMemory.write` of B frames, frame ``b`` into memory ``b``, with
+    the arguments stacked: ``features`` (B, C, h, w), ``depth`` and ``keep_mask`` (B, H, W)
+    (checked by the caller), ``poses`` and ``intrinsics`` one per frame, ``confidence``
+    (B, h, w), ``skip_cells`` (B, h, w) or None. Pooling, filtering and lifting run once
+    for all frames; only the merge into each memory's index runs per memory."""
+    first = memories[0]
+    device = first.device
+    shared = ("channels", "device", "feature_dtype", "depth_pooling", "voxel_size")
+    if any(getattr(m, a) != getattr(first, a) for m in memories for a in shared):
+        raise ValueError(f"memories written together must share {', '.join(shared)}")
+    b, h, w = len(memories), *features.shape[-2:]
+    if tuple(features.shape) != (b, first.channels, h, w):
+        raise ValueError(f"features must have shape ({b}, {first.channels}, h, w), got {tuple(features.shape)}")
+    if depth.ndim != 3 or depth.shape[0] != b or keep_mask.shape != depth.shape:
+        raise ValueError(f"depth and keep_mask must have one (H, W) map per memory, got {tuple(depth.shape)} "
+                         f"and {tuple(keep_mask.shape)}")
+    if not torch.isfinite(features).all():
+        raise ValueError("features contain NaN or inf")
+    stored = features.to(first.feature_dtype)
+    if not torch.isfinite(stored).all():
+        raise ValueError(f"features overflow their {first.feature_dtype} storage")
+    poses_t = checked_stack(poses, "pose", (4, 4), device)
+    check_pose(poses_t, "pose")
+    ks = checked_stack(intrinsics, "intrinsics", (3, 3), device)
+    check_intrinsics(ks, "intrinsics")
+    grid = (h, w)
+    far = torch.tensor([m.far for m in memories], device=device)[:, None, None]
+    sky = ~(depth < far)
+    pooled, static = pool_depth(depth, keep_mask & ~sky, grid, first.depth_pooling, ignore=sky)
+    k_grid = scale_intrinsics(ks, tuple(depth.shape[-2:]), grid)
+    cell_keep = static.clone()
+    fy, fx = depth.shape[-2] // h, depth.shape[-1] // w
+    clean = (keep_mask | sky).view(b, h, fy, w, fx).all(4).all(2)
+    sky_cells = clean & ~static  # mostly sky, nothing moving
+    if skip_cells is not None:
+        cell_keep &= ~skip_cells
+        sky_cells &= ~skip_cells
+    if reject_closer_than_memory is not None:  # against memory as it was before this frame
+        stale = [i for i, m in enumerate(memories) if not m._read_is_cached(poses_t[i], k_grid[i], grid)]
+        if stale:
+            read_memories([memories[i] for i in stale], poses_t[stale], k_grid[stale], grid, touch=False)
+        seen_mask = torch.stack([m._last_read[3] for m in memories])
+        seen_depth = torch.stack([m._last_read[4] for m in memories])
+        closer = pooled < seen_depth[:, 0] * (1.0 - reject_closer_than_memory)
+        cell_keep &= ~(closer & (seen_mask[:, 0] > 0))
+    for i in torch.nonzero(sky_cells.flatten(1).any(1), as_tuple=True)[0].tolist():
+        if memories[i].sky.write(stored[i], sky_cells[i], poses_t[i], k_grid[i]):
+            memories[i]._last_read = None
+    lifted = unproject_depth(pooled.double(), k_grid, poses_t).float()
+    keys, in_range = chunk_major_keys(lifted.reshape(-1, 3), first.voxel_size)
+    keys, in_range = keys.view(b, h, w), in_range.view(b, h, w)
+    cell_keep &= in_range
+    # select for all frames at once, then split per memory
+    per_frame = cell_keep.flatten(1).sum(dim=1).tolist()
+    kept = (t[cell_keep].split(per_frame) for t in (keys, lifted, stored.permute(0, 2, 3, 1), confidence, pooled))
+    static_xyz = lifted[static].split(static.flatten(1).sum(dim=1).tolist())
+    results = []
+    for m, new, xyz, cells in zip(memories, zip(*kept), static_xyz, static):
+        m.clock += 1
+        results.append(WriteResult(added=m._store(*new), static_xyz=xyz, static_cells=cells))
+    return results

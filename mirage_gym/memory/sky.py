@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mirage_gym.geometry import splat_nearest
+from mirage_gym.geometry import ringed_frame_rays, splat_nearest
 
 # direction bins: a 0.05 cube grid on the unit sphere, about half a latent cell at the
 # default 90-degree, 16-cell view (0.1 rad per cell)
@@ -87,21 +87,7 @@ class SkyDome:
     def read(self, pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]):
         """Flat cell indices (M,) and float32 features (M, C) of the sky the camera's cells
         look at."""
-        h, w = grid
-        # only directions within the cone around the optical axis that holds the frame and
-        # its one-cell ring (the splat fills edge holes from there)
-        corners = torch.tensor([[-1.0, -1.0, 1.0], [w + 1, -1.0, 1.0], [w + 1, h + 1, 1.0], [-1.0, h + 1, 1.0]],
-                               dtype=torch.float64, device=self.device) @ torch.linalg.inv(k_grid.double()).T
-        widest = (corners[:, 2] / corners.norm(dim=1)).min()
-        near_view = torch.nonzero(self.directions @ pose[:3, 2].float() >= widest.float() - 1e-4, as_tuple=True)[0]
-        if near_view.numel() == 0:
-            nothing = torch.zeros(0, dtype=torch.long, device=self.device)
-            return nothing, torch.zeros(0, self.channels, device=self.device)
-        rotation = torch.eye(4, dtype=torch.float32, device=self.device)
-        rotation[:3, :3] = pose[:3, :3].float()
-        cells, index, _ = splat_nearest(self.directions[near_view], k_grid.float(), rotation, h, w,
-                                        depth_tolerance=_ANY_DEPTH, fill_holes=True)
-        return cells, self.features[near_view[index]].float()
+        return read_domes([self], pose[None], k_grid[None], grid)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"sky_directions": self.directions.clone(), "sky_features": self.features.clone()}
@@ -127,3 +113,28 @@ class SkyDome:
         if torch.unique(keys).numel() != n:
             raise ValueError("memory state 'sky_directions' has two entries in one direction bin (corrupt)")
         self.directions, self.features, self._keys = directions[order], features[order], keys[order]
+
+
+def read_domes(domes: list[SkyDome], poses: torch.Tensor, k_grids: torch.Tensor, grid: tuple[int, int]):
+    """:meth:`SkyDome.read` for B cameras (``poses`` (B, 4, 4), grid intrinsics ``k_grids``
+    (B, 3, 3)), dome ``b`` seen by camera ``b``, in one splat. Cell indices are over the
+    stacked grids (``b * h * w + row * w + col``)."""
+    h, w = grid
+    device = poses.device
+    counts = torch.tensor([len(dome) for dome in domes], device=device)
+    view = torch.repeat_interleave(torch.arange(len(domes), device=device), counts)
+    directions = torch.cat([dome.directions for dome in domes])
+    # only directions within the cone around the optical axis that holds the frame and
+    # its one-cell ring (the splat fills edge holes from there)
+    rays = ringed_frame_rays(k_grids.double(), h, w)
+    widest = (rays[..., 2] / rays.norm(dim=-1)).min(dim=1).values.float()
+    axis = poses[:, :3, 2].float()
+    near = torch.nonzero((directions * axis[view]).sum(dim=1) >= widest[view] - 1e-4, as_tuple=True)[0]
+    if near.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, domes[0].channels, device=device)
+    rotations = torch.eye(4, dtype=torch.float32, device=device).repeat(len(domes), 1, 1)
+    rotations[:, :3, :3] = poses[:, :3, :3].float()
+    cells, index, _ = splat_nearest(directions[near], k_grids.float(), rotations, h, w,
+                                    depth_tolerance=_ANY_DEPTH, fill_holes=True, view=view[near])
+    features = torch.cat([dome.features for dome in domes])
+    return cells, features[near[index]].float()

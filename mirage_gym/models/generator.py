@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from mirage_gym.models.codec import depth_to_code
+from mirage_gym.models.kernels import use_lean_kernels
 
 CONTROL_EXTRA = 5  # mask, memory depth code, ray (3)
 CAMERA_FEATURES = 12  # rotation (9) + translation (3) of the relative pose
@@ -102,7 +103,7 @@ class LatentGenerator(nn.Module):
 
     def __init__(self, transformer, camera_tokens: CameraTokens):
         super().__init__()
-        self.transformer = transformer
+        self.transformer = use_lean_kernels(transformer)
         self.camera_tokens = camera_tokens
 
     def predict_x0(self, noisy, sigma, context, memory, mask, memory_depth, camera) -> torch.Tensor:
