@@ -31,9 +31,9 @@ from mirage_gym.geometry import (
     unproject_depth,
 )
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
-from mirage_gym.memory.latent import read_memories, voxel_keys, write_memories
 from mirage_gym.memory.base import pool_depth
 from mirage_gym.memory.coverage import CoverageGrid
+from mirage_gym.memory.latent import read_memories, voxel_keys, write_memories
 
 
 class WorldBackend(Protocol):
@@ -322,9 +322,10 @@ class World:
         )
         # the points each frame showed: its static cells, and remembered cells at memory's depth
         seen = torch.cat([r.static_xyz for r in results])
-        owner = torch.repeat_interleave(torch.arange(len(indices)), torch.tensor([len(r.static_xyz) for r in results]))
+        static = torch.stack([r.static_cells for r in results])
+        owner = torch.nonzero(static, as_tuple=True)[0]  # the world of each static cell, as ``seen`` lists them
         if remembered is not None:
-            generated = ~torch.cat([skip[j][r.static_cells] for j, r in enumerate(results)])
+            generated = ~skip[static]
             k_grid = scale_intrinsics(ks, (c.height, c.width), self.grid)
             remembered_depth = torch.stack([r.depth[0] for r in remembered])
             surface = skip & torch.isfinite(remembered_depth)  # remembered sky covers no ground
