@@ -29,13 +29,14 @@ class CoverageGrid:
         """Mark voxels by key (from :func:`voxel_keys` at this grid's voxel size); returns
         how many were new. A merge into the sorted keys, not a sort of all of them."""
         keys = torch.unique(keys)
+        pos = torch.searchsorted(self.keys, keys)
         if self.keys.numel():
-            pos = torch.searchsorted(self.keys, keys)
-            keys = keys[self.keys[pos.clamp(max=self.keys.numel() - 1)] != keys]
+            fresh = self.keys[pos.clamp(max=self.keys.numel() - 1)] != keys
+            keys, pos = keys[fresh], pos[fresh]
         n = keys.numel()
         if n:
             merged = torch.empty(self.keys.numel() + n, dtype=self.keys.dtype, device=self.keys.device)
-            new_at = torch.searchsorted(self.keys, keys) + torch.arange(n, device=keys.device)
+            new_at = pos + torch.arange(n, device=keys.device)
             old_rows = torch.ones_like(merged, dtype=torch.bool)
             old_rows[new_at] = False
             merged[new_at] = keys
