@@ -127,8 +127,8 @@ def test_splat_of_several_cameras_equals_one_call_each():
                                           **args)
     start = 0
     for b, cloud in enumerate(clouds):
-        one_cells, one_index, one_depth = g.splat_nearest(cloud, k, poses[b], 10, 12, taken=taken[b * 120:(b + 1) * 120],
-                                                          **args)
+        own_taken = taken[b * 120 : (b + 1) * 120]
+        one_cells, one_index, one_depth = g.splat_nearest(cloud, k, poses[b], 10, 12, taken=own_taken, **args)
         mine = (cells >= b * 120) & (cells < (b + 1) * 120)
         assert torch.equal(cells[mine] - b * 120, one_cells) and torch.equal(index[mine] - start, one_index)
         assert torch.equal(depth[mine], one_depth)

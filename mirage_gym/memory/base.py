@@ -1,4 +1,4 @@
-"""What every spatial memory shares: the readout type, input checks, depth pooling."""
+"""What every spatial memory shares: the readout type, input checks, depth pooling, sorted merges."""
 
 from __future__ import annotations
 
@@ -54,14 +54,40 @@ def checked_intrinsics(intrinsics, device) -> torch.Tensor:
     return as_tensor(intrinsics, "intrinsics", device, torch.float64)
 
 
-def checked_stack(values, name: str, shape: tuple[int, ...], device) -> torch.Tensor:
-    """float64 (B, *shape) stack of B array-likes of ``shape`` each (one per camera);
-    the caller checks their content batched (``check_pose`` / ``check_intrinsics``)."""
-    items = [as_tensor(v, name, device, torch.float64) for v in values]
-    for item in items:
-        if tuple(item.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(item.shape)}")
-    return torch.stack(items)
+def checked_cameras(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 stacks (B, 4, 4) and (B, 3, 3) of one pose and one intrinsics matrix per
+    camera, each checked like :func:`checked_pose` / :func:`checked_intrinsics` (in one
+    batched check)."""
+    stacks = []
+    for values, name, shape in ((poses, "pose", (4, 4)), (intrinsics, "intrinsics", (3, 3))):
+        items = [as_tensor(v, name, device, torch.float64) for v in values]
+        for item in items:
+            if tuple(item.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(item.shape)}")
+        stacks.append(torch.stack(items))
+    check_pose(stacks[0], "pose")
+    check_intrinsics(stacks[1], "intrinsics")
+    return stacks[0], stacks[1]
+
+
+def merge_sorted(old_keys: torch.Tensor, new_keys: torch.Tensor, positions: torch.Tensor | None = None,
+                 values: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()):
+    """Merge sorted, disjoint 1-D ``new_keys`` into sorted ``old_keys`` in one linear pass
+    (the new rows go to their places, the old rows fill the gaps in order), instead of
+    sorting both again. ``positions`` is ``searchsorted(old_keys, new_keys)`` if known;
+    ``values`` are ``(old, new)`` pairs of per-key tensors merged alongside. Returns the
+    merged keys and the list of merged values."""
+    if positions is None:
+        positions = torch.searchsorted(old_keys, new_keys)
+    new_at = positions + torch.arange(new_keys.numel(), device=new_keys.device)
+    old_rows = torch.ones(old_keys.numel() + new_keys.numel(), dtype=torch.bool, device=new_keys.device)
+    old_rows[new_at] = False
+    merged = []
+    for old, new in ((old_keys, new_keys), *values):
+        out = torch.empty(old_rows.numel(), dtype=old.dtype, device=old.device)
+        out[new_at] = new.to(old.dtype)
+        merged.append(out.masked_scatter_(old_rows, old))
+    return merged[0], merged[1:]
 
 
 def checked_depth(depth, device) -> torch.Tensor:

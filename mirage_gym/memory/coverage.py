@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from mirage_gym.memory.base import merge_sorted
 from mirage_gym.memory.latent import voxel_keys
 
 
@@ -27,7 +28,7 @@ class CoverageGrid:
 
     def add_keys(self, keys: torch.Tensor) -> int:
         """Mark voxels by key (from :func:`voxel_keys` at this grid's voxel size); returns
-        how many were new. A merge into the sorted keys, not a sort of all of them."""
+        how many were new."""
         keys = torch.unique(keys)
         pos = torch.searchsorted(self.keys, keys)
         if self.keys.numel():
@@ -35,13 +36,7 @@ class CoverageGrid:
             keys, pos = keys[fresh], pos[fresh]
         n = keys.numel()
         if n:
-            merged = torch.empty(self.keys.numel() + n, dtype=self.keys.dtype, device=self.keys.device)
-            new_at = pos + torch.arange(n, device=keys.device)
-            old_rows = torch.ones_like(merged, dtype=torch.bool)
-            old_rows[new_at] = False
-            merged[new_at] = keys
-            merged[old_rows] = self.keys
-            self.keys = merged
+            self.keys, _ = merge_sorted(self.keys, keys, pos)
         return int(n)
 
     def contains(self, xyz: torch.Tensor) -> torch.Tensor:

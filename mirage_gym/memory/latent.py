@@ -33,23 +33,15 @@ from dataclasses import dataclass
 
 import torch
 
-from mirage_gym.geometry import (
-    check_intrinsics,
-    check_pose,
-    ringed_frame_rays,
-    scale_intrinsics,
-    splat_nearest,
-    unproject_depth,
-)
+from mirage_gym.geometry import ringed_frame_rays, scale_intrinsics, splat_nearest, unproject_depth
 from mirage_gym.memory.base import (
     MemoryReadout,
     as_tensor,
     checked_depth,
     checked_grid,
-    checked_intrinsics,
+    checked_cameras,
     checked_keep_mask,
-    checked_pose,
-    checked_stack,
+    merge_sorted,
     pool_depth,
 )
 from mirage_gym.memory.sky import SkyDome, read_domes
@@ -205,19 +197,9 @@ class LatentSpatialMemory:
         return torch.where(hit, self._sorted_slots[pos].long(), torch.full_like(keys, _NO_SLOT))
 
     def _insert_sorted(self, keys: torch.Tensor, slots: torch.Tensor) -> None:
-        """Merge new keys (sorted, unique, absent) into the sorted index: one linear pass
-        (the old rows keep their order and fill the gaps, a masked copy)."""
-        old_keys, old_slots = self._sorted_keys, self._sorted_slots
-        n, m = old_keys.numel(), keys.numel()
-        new_at = torch.searchsorted(old_keys, keys) + torch.arange(m, device=keys.device)
-        old_rows = torch.ones(n + m, dtype=torch.bool, device=keys.device)
-        old_rows[new_at] = False
-        merged_keys = torch.empty(n + m, dtype=old_keys.dtype, device=keys.device)
-        merged_slots = torch.empty(n + m, dtype=old_slots.dtype, device=keys.device)
-        merged_keys[new_at], merged_slots[new_at] = keys, slots.to(old_slots.dtype)
-        merged_keys.masked_scatter_(old_rows, old_keys)
-        merged_slots.masked_scatter_(old_rows, old_slots)
-        self._sorted_keys, self._sorted_slots = merged_keys, merged_slots
+        """Merge new keys (sorted, unique, absent) and their slots into the sorted index."""
+        self._sorted_keys, (self._sorted_slots,) = merge_sorted(self._sorted_keys, keys,
+                                                                values=((self._sorted_slots, slots),))
         self._set_chunks(torch.unique(torch.cat([self._chunks, keys >> _LOCAL_BITS])))
 
     def _evict(self) -> None:
@@ -504,10 +486,7 @@ def read_memories(memories: list[LatentSpatialMemory], poses, intrinsics, grid_s
     device, channels = memories[0].device, memories[0].channels
     h, w = checked_grid(grid_size, "grid_size")
     image = None if image_size is None else checked_grid(image_size, "image_size")
-    poses_t = checked_stack(poses, "pose", (4, 4), device)
-    check_pose(poses_t, "pose")
-    ks = checked_stack(intrinsics, "intrinsics", (3, 3), device)
-    check_intrinsics(ks, "intrinsics")
+    poses_t, ks = checked_cameras(poses, intrinsics, device)
     if image is not None:
         ks = scale_intrinsics(ks, image, (h, w))
     n, b = h * w, len(memories)
@@ -573,10 +552,7 @@ def write_memories(memories: list[LatentSpatialMemory], features: torch.Tensor, 
     stored = features.to(first.feature_dtype)
     if not torch.isfinite(stored).all():
         raise ValueError(f"features overflow their {first.feature_dtype} storage")
-    poses_t = checked_stack(poses, "pose", (4, 4), device)
-    check_pose(poses_t, "pose")
-    ks = checked_stack(intrinsics, "intrinsics", (3, 3), device)
-    check_intrinsics(ks, "intrinsics")
+    poses_t, ks = checked_cameras(poses, intrinsics, device)
     grid = (h, w)
     far = torch.tensor([m.far for m in memories], device=device)[:, None, None]
     sky = ~(depth < far)

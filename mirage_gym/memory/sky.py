@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mirage_gym.geometry import ringed_frame_rays, splat_nearest
+from mirage_gym.geometry import pixel_grid, ringed_frame_rays, splat_nearest
 
 # direction bins: a 0.05 cube grid on the unit sphere, about half a latent cell at the
 # default 90-degree, 16-cell view (0.1 rad per cell)
@@ -27,13 +27,7 @@ def _bin_keys(directions: torch.Tensor) -> torch.Tensor:
 
 def cell_directions(pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(h, w, 3) unit world direction through every cell centre of a camera."""
-    h, w = grid
-    v, u = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=pose.device) + 0.5,
-        torch.arange(w, dtype=torch.float64, device=pose.device) + 0.5,
-        indexing="ij",
-    )
-    rays = torch.stack([u, v, torch.ones_like(u)], dim=-1) @ torch.linalg.inv(k_grid.double()).T
+    rays = pixel_grid(*grid, device=pose.device, dtype=torch.float64) @ torch.linalg.inv(k_grid.double()).T
     world = rays @ pose[:3, :3].double().T
     return (world / world.norm(dim=-1, keepdim=True)).float()
 
