@@ -26,14 +26,13 @@ from mirage_gym.geometry import (
     intrinsics_from_fov,
     invert_pose,
     pose_from_state,
-    project_points,
     scale_intrinsics,
     unproject_depth,
 )
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
 from mirage_gym.memory.base import pool_depth
 from mirage_gym.memory.coverage import CoverageGrid
-from mirage_gym.memory.latent import read_memories, voxel_keys, write_memories
+from mirage_gym.memory.latent import distances_to, read_memories, voxel_keys, write_memories
 
 
 class WorldBackend(Protocol):
@@ -228,7 +227,7 @@ class World:
             raise ValueError(f"motions must have shape ({self.num_worlds}, 6), got {motions.shape}")
         c = self.config
         target = apply_motion(self.states, motions, c.rig)
-        collision = np.array([self._blocked(i, target[i]) for i in range(self.num_worlds)])
+        collision = self._blocked(target)
         target[collision, :3] = self.states[collision, :3]  # blocked: turn but do not move
         n_sub = max(1, int(c.frames_per_step))
         novelty = np.zeros(self.num_worlds)
@@ -242,25 +241,35 @@ class World:
         frame.novelty, frame.new_voxels, frame.collision = novelty, new_voxels, collision
         return frame
 
-    def _blocked(self, index: int, state: np.ndarray) -> bool:
-        """Would moving to ``state`` come closer than ``clearance`` to known geometry?
+    def _blocked(self, target: np.ndarray) -> np.ndarray:
+        """Which worlds' moves to rig states ``target`` (B, 6) would come closer than
+        ``clearance`` to known geometry?
 
         Checked against remembered points and against the current frame's depth along
         the ray to the target (memory points thin out as a surface is approached).
         """
-        if np.allclose(state[:3], self.states[index, :3]):
-            return False
+        blocked = np.zeros(self.num_worlds, dtype=bool)
+        moving = np.flatnonzero([not np.allclose(t[:3], s[:3]) for t, s in zip(target, self.states)])
+        if moving.size == 0:
+            return blocked
         clearance = self.config.clearance
-        if self.memories[index].distance_to(state[:3]) < clearance:
-            return True
-        pose = torch.as_tensor(self.poses[index])
-        target = torch.as_tensor(state[None, :3])
-        uv, z = project_points(target, torch.as_tensor(self.intrinsics[index]), pose)
-        col, row = int(np.floor(float(uv[0, 0]))), int(np.floor(float(uv[0, 1])))
-        depth = self.depth[index]
-        if float(z[0]) <= 0 or not (0 <= row < depth.shape[0] and 0 <= col < depth.shape[1]):
-            return False
-        return float(z[0]) + clearance > float(depth[row, col])
+        points = target[moving, :3]
+        near = distances_to([self.memories[i] for i in moving], points)
+        blocked[moving] = np.array(near) < clearance
+        # the target in each moving camera: R^T (p - t), then the pinhole
+        poses = self.poses[moving]
+        cam = np.einsum("nji,nj->ni", poses[:, :3, :3], points - poses[:, :3, 3])
+        k = np.stack([self.intrinsics[i] for i in moving])
+        z = cam[:, 2]
+        ahead = z > 0
+        safe_z = np.where(ahead, z, 1.0)
+        col = np.floor(k[:, 0, 0] * cam[:, 0] / safe_z + k[:, 0, 1] * cam[:, 1] / safe_z + k[:, 0, 2]).astype(int)
+        row = np.floor(k[:, 1, 1] * cam[:, 1] / safe_z + k[:, 1, 2]).astype(int)
+        height, width = self.depth.shape[1:]
+        seen = ahead & (row >= 0) & (row < height) & (col >= 0) & (col < width)
+        depth = self.depth[moving, row.clip(0, height - 1), col.clip(0, width - 1)]
+        blocked[moving] |= seen & (z + clearance > depth)
+        return blocked
 
     def _advance(self, states: np.ndarray) -> WorldFrame:
         """One generated frame per world at rig ``states``; writes memory."""

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state, scale_intrinsics, splat_nearest
 from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
 from mirage_gym.memory.coverage import CoverageGrid
-from mirage_gym.memory.latent import SURFACE_TOLERANCE, chunk_major_keys, read_memories, write_memories
+from mirage_gym.memory.latent import (
+    SURFACE_TOLERANCE,
+    chunk_major_keys,
+    distances_to,
+    read_memories,
+    write_memories,
+)
 from mirage_gym.scenes import LABEL_DYNAMIC, LABEL_SKY, make_scene
 
 SIZE, GRID = 64, 16
@@ -412,3 +418,12 @@ def test_coverage_grid_counts_each_voxel_once_and_stays_sorted():
         seen |= keys
     assert len(grid) == len(seen) and torch.equal(grid.keys, torch.sort(torch.unique(grid.keys)).values)
     assert grid.contains(torch.tensor([[0.1, 0.1, 0.1]])).item() == ((0, 0, 0) in seen)
+
+
+def test_batched_distances_equal_each_memory_alone():
+    rng = np.random.default_rng(11)
+    memories = _filled_memories(4, rng)  # the first is empty
+    points = rng.uniform(-4, 4, (4, 3))
+    distances = distances_to(memories, points)
+    assert distances == [m.distance_to(p) for m, p in zip(memories, points)]
+    assert math.isinf(distances[0]) and all(math.isfinite(d) for d in distances[1:])

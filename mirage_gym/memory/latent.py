@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mirage_gym.geometry import ringed_frame_rays, scale_intrinsics, splat_nearest, unproject_depth
@@ -364,13 +365,7 @@ class LatentSpatialMemory:
         ``gap + radius``, so only chunks whose bounding sphere comes that close can hold
         the nearest point.
         """
-        if self.size == 0:
-            return float("inf")
-        p = torch.as_tensor(point, dtype=torch.float64, device=self.device).reshape(1, 3)
-        gap = (self._centres - p).norm(dim=1)
-        near = self._chunks[gap - self._chunk_radius <= gap.min() + self._chunk_radius]
-        xyz = self._xyz[self._slots_of(near)]
-        return float(((xyz - p.float()) ** 2).sum(dim=1).min().sqrt())
+        return distances_to([self], [point])[0]
 
     # ------------------------------------------------------------------ stats / state
 
@@ -472,6 +467,27 @@ def _slots_in_views(memories: list[LatentSpatialMemory], poses: torch.Tensor, ks
     inside = ((cam[:, None, :] * normals[view]).sum(dim=2) >= -radius[:, None]).all(dim=1)
     visible = (inside & (cam[:, 2] >= _NEAR - radius)).split(counts.tolist())
     return [m._slots_of(m._chunks[v]) for m, v in zip(memories, visible)]
+
+
+def distances_to(memories: list[LatentSpatialMemory], points) -> list[float]:
+    """:meth:`LatentSpatialMemory.distance_to` of memory ``b`` from ``points[b]``, the chunk
+    search of all memories done at once."""
+    device = memories[0].device
+    p = torch.as_tensor(np.asarray(points, dtype=np.float64), device=device).reshape(len(memories), 3)
+    counts = [m._chunks.numel() for m in memories]
+    view = torch.repeat_interleave(torch.arange(len(memories), device=device), torch.tensor(counts, device=device))
+    gap = (torch.cat([m._centres for m in memories]) - p[view]).norm(dim=1)
+    radius = torch.tensor([m._chunk_radius for m in memories], dtype=torch.float64, device=device)[view]
+    nearest = torch.full((len(memories),), math.inf, dtype=gap.dtype, device=device)
+    nearest.scatter_reduce_(0, view, gap, reduce="amin")
+    near = (gap - radius <= nearest[view] + radius).split(counts)
+    slots = [m._slots_of(m._chunks[n]) for m, n in zip(memories, near)]
+    owner = torch.repeat_interleave(torch.arange(len(memories), device=device),
+                                    torch.tensor([s.numel() for s in slots], device=device))
+    xyz = torch.cat([m._xyz[s] for m, s in zip(memories, slots)])
+    squared = torch.full((len(memories),), math.inf, device=device)
+    squared.scatter_reduce_(0, owner, ((xyz - p[owner].float()) ** 2).sum(dim=1), reduce="amin")
+    return squared.sqrt().tolist()
 
 
 def read_memories(memories: list[LatentSpatialMemory], poses, intrinsics, grid_size, image_size=None,
