@@ -263,12 +263,12 @@ class World:
         z = cam[:, 2]
         ahead = z > 0
         safe_z = np.where(ahead, z, 1.0)
-        col = np.floor(k[:, 0, 0] * cam[:, 0] / safe_z + k[:, 0, 1] * cam[:, 1] / safe_z + k[:, 0, 2]).astype(int)
-        row = np.floor(k[:, 1, 1] * cam[:, 1] / safe_z + k[:, 1, 2]).astype(int)
+        u = k[:, 0, 0] * cam[:, 0] / safe_z + k[:, 0, 1] * cam[:, 1] / safe_z + k[:, 0, 2]
+        v = k[:, 1, 1] * cam[:, 1] / safe_z + k[:, 1, 2]
         height, width = self.depth.shape[1:]
-        seen = ahead & (row >= 0) & (row < height) & (col >= 0) & (col < width)
-        depth = self.depth[moving, row.clip(0, height - 1), col.clip(0, width - 1)]
-        blocked[moving] |= seen & (z + clearance > depth)
+        seen = ahead & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        col, row = np.where(seen, np.floor(u), 0).astype(int), np.where(seen, np.floor(v), 0).astype(int)
+        blocked[moving] |= seen & (z + clearance > self.depth[moving, row, col])
         return blocked
 
     def _advance(self, states: np.ndarray) -> WorldFrame:
