@@ -8,7 +8,10 @@ into views the seed never showed, come back, turn again: the two visits of *gene
 content (PSNR capped at 100 dB: a loop that closes exactly gives identical frames).
 Also: fidelity to the true render over frames at least 80% covered by memory, depth
 AbsRel, sharpness (gradient energy relative to the true render), and the median time of
-one world step at 64x64. Writes PNG strips and mp4s of one loop of each kind.
+one world step at 64x64. The frame scores are also given for a perfect generator in the
+same pipeline (``truth_fill``: the true latent wherever memory is empty), the ceiling
+that memory, the latent-resolution copy and the codec leave. Writes PNG strips and mp4s
+of one loop of each kind.
 Bars: loops (a), (b) >= 25 dB and (c) >= 22 dB with memory, memory off >= 6 dB lower;
 fidelity >= 22 dB; AbsRel <= 0.15; sharpness >= 0.85; step <= 40 ms.
 """
@@ -118,7 +121,9 @@ def main(argv=None) -> dict:
             episodes[use_memory].append(ep)
             results["loops"].setdefault(name, {})["memory" if use_memory else "no_memory"] = loop_scores(ep, pairs)
         save_media(out, name, runs[True], runs[False])
-    results["frames"] = {"memory": frame_scores(episodes[True]), "no_memory": frame_scores(episodes[False])}
+    ceiling = [run_episode(backend, seeds, actions, base, truth_fill=True) for actions, _ in LOOPS.values()]
+    results["frames"] = {"memory": frame_scores(episodes[True]), "no_memory": frame_scores(episodes[False]),
+                         "truth_fill": frame_scores(ceiling)}
     results["step_ms"] = step_time_ms(backend, base)
 
     print(f"{'loop':20s} {'PSNR mem':>9s} {'PSNR off':>9s} {'gap':>6s} {'SSIM mem':>9s} {'SSIM off':>9s} {'vs truth':>9s} {'closed':>7s}")
@@ -128,7 +133,7 @@ def main(argv=None) -> dict:
             f"{name:20s} {m['psnr']:9.2f} {o['psnr']:9.2f} {m['psnr'] - o['psnr']:6.2f} {m['ssim']:9.3f} "
             f"{o['ssim']:9.3f} {m['psnr_vs_truth']:9.2f} {m['loops_closed']:7d}"
         )
-    for key in ("memory", "no_memory"):
+    for key in ("memory", "no_memory", "truth_fill"):
         f = results["frames"][key]
         print(
             f"{key:10s} fidelity (covered) {f['fidelity_psnr_covered']:.2f} dB over {f['covered_frames']} frames, "

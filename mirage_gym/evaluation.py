@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from mirage_gym.geometry import Action, discrete_to_continuous, pose_from_state
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
-from mirage_gym.world import World, WorldConfig
+from mirage_gym.world import World, WorldConfig, to_image_tensor
 
 HELD_OUT_SEED = 10_000  # held-out scenes: training uses seeds from mirage_gym.training.TRAIN_SEED_BASE up
 
@@ -52,11 +53,43 @@ def free_anchor(scene, distance: float = 1.8, clearance: float = 0.35) -> np.nda
     return np.eye(4)
 
 
-def run_episode(backend, scene_seeds, actions, config: WorldConfig, seed: int = 0) -> Episode:
-    """Start one world per scene at a free anchor and apply ``actions`` to all of them."""
+class TruthFill:
+    """A perfect generator for the same world pipeline: every cell memory does not show is
+    the codec's latent of the true render at the target pose; remembered cells are held
+    as the trained model holds them. Its scores are the ceiling that reads, writes, the
+    latent-resolution copy and the codec leave for any generator."""
+
+    def __init__(self, backend, scenes, anchors, fov_deg: float):
+        self.backend, self.scenes, self.anchors, self.fov_deg = backend, scenes, anchors, fov_deg
+        self.latent_channels, self.downsample = backend.latent_channels, backend.downsample
+        self.world: World | None = None  # set once the world exists: its poses are the cameras' last
+
+    def encode(self, rgb, depth):
+        return self.backend.encode(rgb, depth)
+
+    def decode(self, latents):
+        return self.backend.decode(latents)
+
+    def generate(self, context, memory, mask, memory_depth, camera, noise):
+        poses = self.world.poses @ camera.double().cpu().numpy()  # where each camera moves to
+        h, w = self.world.config.height, self.world.config.width
+        truths = [s.render(a @ p, w, h, fov_deg=self.fov_deg) for s, a, p in zip(self.scenes, self.anchors, poses)]
+        rgb = to_image_tensor(np.stack([t.rgb for t in truths]))
+        depth = torch.as_tensor(np.stack([t.depth for t in truths]))[:, None]
+        true = self.backend.encode(rgb, depth).to(memory)
+        return torch.where(mask > 0, memory, true)
+
+
+def run_episode(backend, scene_seeds, actions, config: WorldConfig, seed: int = 0, truth_fill: bool = False) -> Episode:
+    """Start one world per scene at a free anchor and apply ``actions`` to all of them;
+    ``truth_fill`` runs :class:`TruthFill` around ``backend`` instead of its generator."""
     scenes = [make_scene(int(s)) for s in scene_seeds]
     anchors = [free_anchor(s) for s in scenes]
+    if truth_fill:
+        backend = TruthFill(backend, scenes, anchors, config.fov_deg)
     world = World(backend, config, num_worlds=len(scenes))
+    if truth_fill:
+        backend.world = world
     h, w = config.height, config.width
     rgb, depth, true_rgb, true_depth, cov, poses, coll = [], [], [], [], [], [], []
     seeds, renders = [], []
