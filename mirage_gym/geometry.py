@@ -233,7 +233,7 @@ def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: fl
 _HOLE_NEIGHBOURS = 5
 
 
-def _project_per_point(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.Tensor, view: torch.Tensor):
+def project_per_point(points: torch.Tensor, intrinsics: torch.Tensor, pose: torch.Tensor, view: torch.Tensor):
     """Pixel ``u``, ``v`` and z-depth of every point in its own camera ``view[i]`` of the
     stacked ``intrinsics`` (B, 3, 3) and ``pose`` (B, 4, 4). Elementwise arithmetic only,
     so a point's result does not depend on which other points share the call."""
@@ -296,7 +296,7 @@ def splat_nearest(
         empty = torch.zeros(0, dtype=torch.long, device=points.device)
         return empty, empty, torch.zeros(0, dtype=points.dtype, device=points.device)
     n_cells = height * width
-    u, v, z = _project_per_point(points, intrinsics, pose, view)
+    u, v, z = project_per_point(points, intrinsics, pose, view)
     col = torch.floor(u).long()
     row = torch.floor(v).long()
     ring = 1 if fill_holes else 0  # points just outside the frame may fill its edge cells

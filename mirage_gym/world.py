@@ -26,6 +26,7 @@ from mirage_gym.geometry import (
     intrinsics_from_fov,
     invert_pose,
     pose_from_state,
+    project_per_point,
     scale_intrinsics,
     unproject_depth,
 )
@@ -256,17 +257,12 @@ class World:
         points = target[moving, :3]
         near = distances_to([self.memories[i] for i in moving], points)
         blocked[moving] = np.array(near) < clearance
-        # the target in each moving camera: R^T (p - t), then the pinhole
-        poses = self.poses[moving]
-        cam = np.einsum("nji,nj->ni", poses[:, :3, :3], points - poses[:, :3, 3])
-        k = np.stack([self.intrinsics[i] for i in moving])
-        z = cam[:, 2]
-        ahead = z > 0
-        safe_z = np.where(ahead, z, 1.0)
-        u = k[:, 0, 0] * cam[:, 0] / safe_z + k[:, 0, 1] * cam[:, 1] / safe_z + k[:, 0, 2]
-        v = k[:, 1, 1] * cam[:, 1] / safe_z + k[:, 1, 2]
+        # the target in each moving camera
+        k = torch.as_tensor(np.stack([self.intrinsics[i] for i in moving]))
+        u, v, z = (t.numpy() for t in project_per_point(torch.as_tensor(points), k, torch.as_tensor(self.poses[moving]),
+                                                         torch.arange(moving.size)))
         height, width = self.depth.shape[1:]
-        seen = ahead & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        seen = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
         col, row = np.where(seen, np.floor(u), 0).astype(int), np.where(seen, np.floor(v), 0).astype(int)
         blocked[moving] |= seen & (z + clearance > self.depth[moving, row, col])
         return blocked
