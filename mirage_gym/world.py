@@ -7,7 +7,7 @@ it. One :meth:`World.step` advances every world by one action:
    geometry),
 2. read each world's memory at the new pose at latent resolution,
 3. generate the next latent for all worlds in one batched forward,
-4. decode RGB-D,
+4. decode RGB-D and move remembered content to where its points land within their cells,
 5. filter sky and moving objects, and write the kept latent cells back to memory.
 """
 
@@ -116,6 +116,28 @@ def align_depth_to_memory(depth: torch.Tensor, memory_depth: torch.Tensor, mask:
     use = (mask > 0) & solid & torch.isfinite(memory_depth) & (pooled > 0)
     ratio = torch.where(use, memory_depth / pooled.clamp(min=1e-6), torch.ones_like(pooled))
     return depth * F.interpolate(ratio, size=depth.shape[-2:], mode="nearest")
+
+
+def place_at_landings(rgb: torch.Tensor, depth: torch.Tensor, offset: torch.Tensor):
+    """Move decoded content (B, C, H, W) to where the remembered points really land.
+
+    Memory copies a point into the cell its projection falls in, so the decoder draws it
+    at that cell's centre, up to half a cell off (2 px at 64x64). ``offset`` (B, 2, h, w)
+    says how far off, in cells (zero where the generator drew). Resampling the frame along
+    that field, smoothly interpolated, puts remembered content back at sub-cell precision;
+    the latents memory and context keep are untouched. Colour is resampled bicubically
+    (bilinear visibly blurs), depth by nearest pixel so no depth is blended across an edge.
+    """
+    height, width = rgb.shape[-2:]
+    shift = F.interpolate(offset * (height / offset.shape[-2]), size=(height, width), mode="bilinear",
+                          align_corners=False)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=rgb.dtype, device=rgb.device) + 0.5,
+                            torch.arange(width, dtype=rgb.dtype, device=rgb.device) + 0.5, indexing="ij")
+    grid = torch.stack([2 * (xs - shift[:, 0]) / width - 1, 2 * (ys - shift[:, 1]) / height - 1], -1)
+    rgb = F.grid_sample(rgb, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(0, 1)
+    sky = ~torch.isfinite(depth)
+    depth = F.grid_sample(depth.masked_fill(sky, -1.0), grid, mode="nearest", padding_mode="border", align_corners=False)
+    return rgb, depth.masked_fill(depth < 0, float("inf"))
 
 
 def to_image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -289,6 +311,8 @@ class World:
             latents = self.backend.generate(self.context, memory, mask, memory_depth, camera, noise)
             rgb, depth = self.backend.decode(latents)
         depth = align_depth_to_memory(depth, memory_depth.to(depth.device), mask.to(depth.device))
+        if c.use_memory:
+            rgb, depth = place_at_landings(rgb, depth, torch.stack([r.offset for r in readouts]).to(depth.device))
         self.states = states.copy()
         self.context = latents
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)

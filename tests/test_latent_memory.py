@@ -427,3 +427,22 @@ def test_batched_distances_equal_each_memory_alone():
     distances = distances_to(memories, points)
     assert distances == [m.distance_to(p) for m, p in zip(memories, points)]
     assert math.isinf(distances[0]) and all(math.isfinite(d) for d in distances[1:])
+
+
+def test_landing_offsets_say_where_in_its_cell_each_point_projects():
+    """A wall 4 m ahead, written from the origin, then read from 0.15 m to the right: its
+    projection moves 0.3 of a cell (focal 8 cells at 90 degrees) to the left. Every cell
+    showing its own point reports that offset; at the written pose every offset is zero."""
+    memory = LatentSpatialMemory(3)
+    depth = np.full((SIZE, SIZE), 4.0, dtype=np.float32)
+    memory.write(torch.rand(3, GRID, GRID), depth, np.eye(4), K)
+    same = memory.read(np.eye(4), K, (GRID, GRID), image_size=(SIZE, SIZE))
+    assert same.offset.shape == (2, GRID, GRID)
+    assert same.offset.abs().max() < 1e-4
+    moved = np.eye(4)
+    moved[0, 3] = 0.15
+    out = memory.read(moved, K, (GRID, GRID), image_size=(SIZE, SIZE))
+    inner = out.mask[0, :, :-1] > 0  # the last column is a hole filled from its neighbour
+    assert inner.float().mean() > 0.9
+    np.testing.assert_allclose(out.offset[0, :, :-1][inner].numpy(), -0.3, atol=1e-3)
+    np.testing.assert_allclose(out.offset[1][out.mask[0] > 0].numpy(), 0.0, atol=1e-3)

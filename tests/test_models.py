@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderTiny
 
 from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode
+from mirage_gym.geometry import Action
 from mirage_gym.metrics import psnr
 from mirage_gym.models import LatentWorldModel, ModelLoadError, load_backend, shipped_model_path
 from mirage_gym.models.codec import (
@@ -187,6 +188,22 @@ def test_truth_fill_is_a_ceiling_for_the_trained_generator(model):
                               for t in range(1, len(actions) + 1)]).mean(axis=1) for fill, ep in runs.items()}
     assert scores[True].min() > 22
     assert scores[True][-1] > scores[False][-1] + 6
+
+
+def test_remembered_content_drawn_where_it_lands_is_closer_to_the_truth(model, monkeypatch):
+    """Three steps forward: memory cells land off their cells' centres as the view magnifies;
+    moving the decoded frame to where they land beats drawing them at the centres."""
+    import mirage_gym.world
+
+    seeds = [HELD_OUT_SEED + 2, HELD_OUT_SEED + 3]
+    actions = [Action.MOVE_FORWARD] * 3
+    scores = {}
+    for placed in (True, False):
+        if not placed:
+            monkeypatch.setattr(mirage_gym.world, "place_at_landings", lambda rgb, depth, offset: (rgb, depth))
+        ep = run_episode(model, seeds, actions, WorldConfig())
+        scores[placed] = np.mean([psnr(ep.rgb[t, i], ep.true_rgb[t, i]) for t in range(1, 4) for i in range(2)])
+    assert scores[True] > scores[False] + 1.5, scores
 
 
 def test_save_load_round_trip(model, tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mirage_gym.geometry import Action, discrete_to_continuous
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
-from mirage_gym.world import World, WorldConfig, align_depth_to_memory
+from mirage_gym.world import World, WorldConfig, align_depth_to_memory, place_at_landings
 from stand_in import PoolingBackend
 
 
@@ -94,3 +94,21 @@ def test_remembered_cells_take_the_depth_of_their_points():
     assert torch.all(out[..., 4:, :4] == 3.0) and torch.all(out[..., 4:, 4:] == 2.5)
     no_memory = align_depth_to_memory(depth, torch.full_like(memory_depth, math.inf), torch.zeros_like(mask))
     assert torch.equal(no_memory, depth)
+
+
+def test_landings_move_decoded_content_by_the_offsets():
+    """A quarter-cell offset is one pixel at 64x64 over a 16x16 grid: colour and depth move
+    by exactly one pixel (border pixels repeat), and sky stays sky."""
+    rng = np.random.default_rng(0)
+    rgb = torch.from_numpy(rng.random((1, 3, 64, 64))).float()
+    depth = torch.from_numpy(rng.uniform(1, 5, (1, 1, 64, 64))).float()
+    depth[..., :10, :] = math.inf
+    offset = torch.zeros(1, 2, 16, 16)
+    offset[:, 0] = 0.25
+    moved_rgb, moved_depth = place_at_landings(rgb, depth, offset)
+    torch.testing.assert_close(moved_rgb[..., 1:], rgb[..., :-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(moved_depth[..., 1:], depth[..., :-1])
+    assert torch.isinf(moved_depth[..., :10, :]).all() and torch.isfinite(moved_depth[..., 10:, :]).all()
+    still_rgb, still_depth = place_at_landings(rgb, depth, torch.zeros_like(offset))
+    torch.testing.assert_close(still_rgb, rgb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(still_depth, depth)

@@ -22,6 +22,7 @@ class MemoryReadout:
     features: torch.Tensor
     mask: torch.Tensor
     depth: torch.Tensor
+    offset: torch.Tensor | None = None  # (2, h, w) where each point lands from its cell's centre, in cells
 
     @property
     def coverage(self) -> float:

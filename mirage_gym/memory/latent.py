@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from mirage_gym.geometry import ringed_frame_rays, scale_intrinsics, splat_nearest, unproject_depth
+from mirage_gym.geometry import project_per_point, ringed_frame_rays, scale_intrinsics, splat_nearest, unproject_depth
 from mirage_gym.memory.base import (
     MemoryReadout,
     as_tensor,
@@ -490,6 +491,29 @@ def distances_to(memories: list[LatentSpatialMemory], points) -> list[float]:
     return squared.sqrt().tolist()
 
 
+def landing_offsets(points: torch.Tensor, cells: torch.Tensor, intrinsics: torch.Tensor, poses: torch.Tensor,
+                    views: int, height: int, width: int) -> torch.Tensor:
+    """(B, 2, h, w): where each shown point projects, from the centre of the cell it fills
+    (flat ``cells`` of the stacked grids, cameras at grid resolution), in cells.
+
+    A hole filled from a neighbour takes the mean offset of the cells around it that show
+    their own points: it stands for surface stretched between them, so it moves with them.
+    """
+    n = height * width
+    u, v, _ = project_per_point(points, intrinsics, poses, cells // n)
+    du, dv = u - (cells % width).float() - 0.5, v - ((cells % n) // width).float() - 0.5
+    own = (du.abs() <= 0.5) & (dv.abs() <= 0.5)
+    offset = torch.zeros(views * n, 3, device=points.device)
+    offset[cells[own]] = torch.stack([du[own], dv[own], torch.ones_like(du[own])], 1)
+    offset = offset.view(views, height, width, 3).permute(0, 3, 1, 2)
+    around = F.conv2d(offset.reshape(-1, 1, height, width), torch.ones(1, 1, 3, 3, device=points.device), padding=1)
+    around = around.view(views, 3, height, width)
+    mean = around[:, :2] / around[:, 2:].clamp(min=1)
+    hole = torch.zeros(views * n, dtype=torch.bool, device=points.device)
+    hole[cells[~own]] = True
+    return torch.where(hole.view(views, 1, height, width), mean, offset[:, :2])
+
+
 def read_memories(memories: list[LatentSpatialMemory], poses, intrinsics, grid_size, image_size=None,
                   touch: bool = True) -> list[MemoryReadout]:
     """:meth:`LatentSpatialMemory.read` of several memories, each at its own camera
@@ -534,9 +558,10 @@ def read_memories(memories: list[LatentSpatialMemory], poses, intrinsics, grid_s
     mask[sky_cells[open_sky]] = 1.0
     features = features.view(b, n, channels).transpose(1, 2).reshape(b, channels, h, w)
     mask, depth_map = mask.view(b, 1, h, w), depth_map.view(b, 1, h, w)
+    offset = landing_offsets(xyz[index], cells, ks.float(), poses_t.float(), b, h, w)
     readouts = []
     for i, m in enumerate(memories):
-        readout = MemoryReadout(features=features[i], mask=mask[i], depth=depth_map[i])
+        readout = MemoryReadout(features=features[i], mask=mask[i], depth=depth_map[i], offset=offset[i])
         # copies: the caller's arrays (which the pose and intrinsics may share) and readout may change
         m._last_read = (poses_t[i].clone(), ks[i].clone(), (h, w), readout.mask.clone(), readout.depth.clone())
         readouts.append(readout)
