@@ -25,6 +25,7 @@ from mirage_gym.geometry import (
     apply_motion,
     intrinsics_from_fov,
     invert_pose,
+    pixel_grid,
     pose_from_state,
     project_per_point,
     scale_intrinsics,
@@ -131,9 +132,9 @@ def place_at_landings(rgb: torch.Tensor, depth: torch.Tensor, offset: torch.Tens
     height, width = rgb.shape[-2:]
     shift = F.interpolate(offset * (height / offset.shape[-2]), size=(height, width), mode="bilinear",
                           align_corners=False)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=rgb.dtype, device=rgb.device) + 0.5,
-                            torch.arange(width, dtype=rgb.dtype, device=rgb.device) + 0.5, indexing="ij")
-    grid = torch.stack([2 * (xs - shift[:, 0]) / width - 1, 2 * (ys - shift[:, 1]) / height - 1], -1)
+    centres = pixel_grid(height, width, device=rgb.device, dtype=rgb.dtype)
+    grid = torch.stack([2 * (centres[..., 0] - shift[:, 0]) / width - 1,
+                        2 * (centres[..., 1] - shift[:, 1]) / height - 1], -1)
     rgb = F.grid_sample(rgb, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp(0, 1)
     sky = ~torch.isfinite(depth)
     depth = F.grid_sample(depth.masked_fill(sky, -1.0), grid, mode="nearest", padding_mode="border", align_corners=False)
@@ -272,7 +273,7 @@ class World:
         the ray to the target (memory points thin out as a surface is approached).
         """
         blocked = np.zeros(self.num_worlds, dtype=bool)
-        moving = np.flatnonzero([not np.allclose(t[:3], s[:3]) for t, s in zip(target, self.states)])
+        moving = np.flatnonzero(~np.isclose(target[:, :3], self.states[:, :3]).all(axis=1))
         if moving.size == 0:
             return blocked
         clearance = self.config.clearance
