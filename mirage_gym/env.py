@@ -20,22 +20,30 @@ OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
 
 
-def load_backend(model):
-    """A world model from ``"tiny"`` (the shipped weights), a local directory, or an object
-    that already implements the backend protocol (for tests and custom models).
+def load_backend(model, addon=None, depth_model=None, device="cpu", dtype="float32"):
+    """A world model from ``"tiny"`` (the shipped weights), a local directory (the tiny
+    layout, or a diffusers Wan2.2-TI2V layout with ``addon`` and ``depth_model``), or an
+    object that already implements the backend protocol (for tests and custom models).
 
     Loaded models are shared between the envs of a process: a backend holds weights only
     (every world's state lives in its :class:`~mirage_gym.world.World`)."""
     if not isinstance(model, (str, Path)):
+        if addon is not None or depth_model is not None:
+            raise ValueError("addon and depth_model apply to a model directory, not to a backend object")
         return model
-    return _cached_backend(str(Path(model).resolve()) if str(model) != "tiny" else "tiny")
+
+    def key(path):
+        return None if path is None else str(Path(path).resolve())
+
+    return _cached_backend("tiny" if str(model) == "tiny" else key(model), key(addon), key(depth_model),
+                           str(torch.device(device)), str(dtype).removeprefix("torch."))
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_backend(model: str):
+def _cached_backend(model: str, addon: str | None, depth_model: str | None, device: str, dtype: str):
     from mirage_gym.models.backend import load_backend as _load
 
-    return _load(model)
+    return _load(model, device=device, addon=addon, depth_model=depth_model, dtype=dtype)
 
 
 class MirageWorldEnv(gym.Env):
@@ -78,7 +86,13 @@ class MirageWorldEnv(gym.Env):
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
     pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
     max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False)``.
-    ``model`` is ``"tiny"`` (shipped weights) or a local model directory; ``use_memory=False``
+    ``model`` is ``"tiny"`` (shipped weights) or a local model directory: the tiny layout, or
+    a diffusers Wan2.2-TI2V-5B directory, which also takes ``addon`` (a trained Mirage
+    add-on directory; without it the add-on is zero and the generator is the base model),
+    ``depth_model`` (a local metric depth-estimation directory, required), ``dtype``
+    (``"float32"`` or ``"bfloat16"``); ``device`` places the model and
+    the memory (``"cpu"`` default). A Wan step yields 4 video frames: the observation is
+    the last, ``env.unwrapped.step_frames`` holds all of them. ``use_memory=False``
     hides memory from the generator (the ablation). ``info`` holds fresh numpy copies of
     ``pose``, ``intrinsics``, memory stats, ``novelty`` and ``collision``.
 
@@ -116,6 +130,12 @@ class MirageWorldEnv(gym.Env):
         self._path = [frame.pose[0][:3, 3].copy()]
         self._frame = frame
         return self.core.observation(frame, 0), self.core.info(frame, 0)
+
+    @property
+    def step_frames(self) -> np.ndarray | None:
+        """Every frame the last reset or step generated, (T, H, W, 3) uint8, the observation
+        last (T = 4 per step for Wan2.2, ``frames_per_step`` for the tiny model)."""
+        return None if self._frame is None or self._frame.frames is None else self._frame.frames[0].copy()
 
     def step(self, action):
         if self._frame is None:
@@ -230,6 +250,10 @@ class WorldAdapter:
         action_mode: str = "discrete",
         obs_mode: str = "rgb",
         model: Any = "tiny",
+        addon: str | Path | None = None,
+        depth_model: str | Path | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
         move_step: float = 0.2,
         turn_step_deg: float = 15.0,
         pitch_limit_deg: float = 60.0,
@@ -272,7 +296,8 @@ class WorldAdapter:
             memory_capacity=memory_capacity,
             frames_per_step=frames_per_step,
         )
-        self.world = World(load_backend(model), config, num_worlds=num_worlds)
+        backend = load_backend(model, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
+        self.world = World(backend, config, num_worlds=num_worlds, device=device)
         self.single_action_space = self.make_action_space(action_mode)
         self.single_observation_space = self.make_observation_space(obs_mode, height, width, self.max_depth)
 
@@ -298,7 +323,7 @@ class WorldAdapter:
         """Start world ``index`` from the options' image or the procedural scene of ``np_random``."""
         rgb, depth, keep, fov = self.initial_frame(options, np_random)
         noise_seed = int(np_random.integers(2**31))
-        return self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed)
+        return self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed, prompt=options.get("prompt"))
 
     def reward(self, frame, index: int) -> float:
         reward = self.reward_per_voxel * float(frame.new_voxels[index])
@@ -326,7 +351,7 @@ class WorldAdapter:
 
     def initial_frame(self, options: dict, np_random: np.random.Generator):
         """The seed frame: the user's image (resized) or the procedural scene of the seed."""
-        known = {"image", "depth", "dynamic_mask", "fov_deg", "scene_seed"}
+        known = {"image", "depth", "dynamic_mask", "fov_deg", "scene_seed", "prompt"}
         unknown = set(options) - known
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected some of {sorted(known)}")

@@ -38,7 +38,13 @@ from mirage_gym.memory.latent import distances_to, read_memories, voxel_keys, wr
 
 
 class WorldBackend(Protocol):
-    """What the world needs from a world model (codec + generator + sampler)."""
+    """What the world needs from a world model (codec + generator + sampler).
+
+    Optional, for video models: ``context_frames`` (K, default 1), ``size_multiple``
+    (default ``downsample``), ``new_stream()`` (a per-episode decoder state the world keeps
+    and passes back to ``decode``; snapshots save it through its ``state_dict``) and
+    ``embed_prompt(prompt)`` (per-episode text embeddings passed to ``generate`` as ``text``).
+    """
 
     latent_channels: int
     downsample: int
@@ -46,8 +52,9 @@ class WorldBackend(Protocol):
     def encode(self, rgb: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] (+ optional (B, 1, H, W) depth) -> (B, C, h, w) latents."""
 
-    def decode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, h, w) -> RGB (B, 3, H, W) in [0, 1] and z-depth (B, 1, H, W), inf for sky."""
+    def decode(self, latents: torch.Tensor, streams: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w) -> RGB (B, 3, H, W), or the frames of a latent (B, T, 3, H, W), in
+        [0, 1], and the z-depth of the last frame (B, 1, H, W), inf for sky."""
 
     def generate(
         self,
@@ -58,9 +65,10 @@ class WorldBackend(Protocol):
         camera: torch.Tensor,
         noise: torch.Tensor,
     ) -> torch.Tensor:
-        """Next latents (B, C, h, w) from the context latents, the memory projected at the
-        target pose (B, C, h, w) with its mask and z-depth (B, 1, h, w; inf where empty),
-        the relative camera motion (B, 4, 4) and the initial noise (B, C, h, w)."""
+        """Next latents (B, C, h, w) from the K preceding latent frames (B, K, C, h, w, oldest
+        first), the memory projected at the target pose (B, C, h, w) with its mask and z-depth
+        (B, 1, h, w; inf where empty), the relative camera motion (B, 4, 4) and the initial
+        noise (B, C, h, w)."""
 
 
 @dataclass
@@ -96,12 +104,13 @@ class WorldConfig:
 class WorldFrame:
     """What every world shows after a reset or a step (numpy, one row per world)."""
 
-    rgb: np.ndarray  # (B, H, W, 3) uint8
+    rgb: np.ndarray  # (B, H, W, 3) uint8, the last frame
     depth: np.ndarray  # (B, H, W) float32, inf for sky
     pose: np.ndarray  # (B, 4, 4) float64
     novelty: np.ndarray  # (B,) share of the view memory did not cover before this frame
     new_voxels: np.ndarray  # (B,) coverage voxels seen for the first time
     collision: np.ndarray  # (B,) bool, motion blocked by near geometry
+    frames: np.ndarray | None = None  # (B, T, H, W, 3) uint8: every frame of the step, ``rgb`` last
 
 
 def align_depth_to_memory(depth: torch.Tensor, memory_depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -162,14 +171,20 @@ class World:
         self.num_worlds = num_worlds
         self.device = torch.device(device)
         ds = backend.downsample
-        if self.config.width % ds or self.config.height % ds:
-            raise ValueError(f"width and height must be multiples of the codec's downsample factor {ds}")
+        multiple = getattr(backend, "size_multiple", ds)
+        if self.config.width % multiple or self.config.height % multiple:
+            raise ValueError(f"width and height must be multiples of {multiple} for this world model, "
+                             f"got {self.config.width}x{self.config.height}")
         self.grid = (self.config.height // ds, self.config.width // ds)
         self.intrinsics = [intrinsics_from_fov(self.config.width, self.config.height, self.config.fov_deg)] * num_worlds
         self.states = np.zeros((num_worlds, 6))
         self.memories = [self._new_memory() for _ in range(num_worlds)]
         self.coverage = [CoverageGrid(self.config.coverage_voxel, self.device) for _ in range(num_worlds)]
-        self.context = torch.zeros(num_worlds, backend.latent_channels, *self.grid, device=self.device)
+        # the K latest latent frames of each world, oldest first
+        frames = int(getattr(backend, "context_frames", 1))
+        self.context = torch.zeros(num_worlds, frames, backend.latent_channels, *self.grid, device=self.device)
+        self.streams = [self._new_stream() for _ in range(num_worlds)]  # decoder state (video models)
+        self.text = [None] * num_worlds  # prompt embeddings (models that take prompts)
         self.rngs = [torch.Generator(device="cpu").manual_seed(i) for i in range(num_worlds)]
         self.steps = np.zeros(num_worlds, dtype=np.int64)
         self.depth = np.full((num_worlds, self.config.height, self.config.width), np.inf, dtype=np.float32)
@@ -183,6 +198,10 @@ class World:
             far=c.far,
             device=self.device,
         )
+
+    def _new_stream(self):
+        new = getattr(self.backend, "new_stream", None)
+        return None if new is None else new()
 
     @property
     def poses(self) -> np.ndarray:
@@ -198,6 +217,7 @@ class World:
         keep_mask: np.ndarray | None = None,
         fov_deg: float | None = None,
         seed: int = 0,
+        prompt: str | None = None,
     ) -> WorldFrame:
         """Start world ``index`` from an initial frame at the origin.
 
@@ -208,12 +228,16 @@ class World:
         ``rgb`` is (H, W, 3) uint8 at the world's size; ``depth`` (H, W) metres with inf
         for sky, or None to use the codec's estimate; ``keep_mask`` (H, W) bool marks
         pixels safe to remember (False on sky / moving objects). ``seed`` seeds the
-        world's noise generator.
+        world's noise generator; ``prompt`` conditions models that take text.
         """
         c = self.config
         h, w = c.height, c.width
         if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be ({h}, {w}, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        embed_prompt = getattr(self.backend, "embed_prompt", None)
+        if embed_prompt is None and prompt is not None:
+            raise ValueError("prompt given, but this world model takes no text")
+        text = None if embed_prompt is None else embed_prompt(prompt)
         self.intrinsics[index] = intrinsics_from_fov(w, h, fov_deg if fov_deg is not None else c.fov_deg)
         self.states[index] = 0.0
         self.steps[index] = 0
@@ -222,24 +246,28 @@ class World:
         self.rngs[index] = torch.Generator(device="cpu").manual_seed(int(seed))
         image = to_image_tensor(rgb[None]).to(self.device)
         known = None if depth is None else torch.as_tensor(depth, dtype=torch.float32, device=self.device)[None, None]
+        self.streams[index] = self._new_stream()
+        self.text[index] = text
         with torch.no_grad():
             latent = self.backend.encode(image, known)
-            shown, decoded_depth = self.backend.decode(latent)
+            shown, decoded_depth = self._decode(latent, [index])
         if known is None:
             known = decoded_depth
-        self.context[index] = latent[0]
+        self.context[index] = latent[0]  # the seed stands for the frames before it
         confidence = 1.0 if depth is not None else c.predicted_depth_confidence
         depth_np = known[0, 0].cpu().numpy()
         self.depth[index] = depth_np
         new = int(self._remember([index], latent, known[:, 0], None if keep_mask is None else keep_mask[None],
                                  confidence)[0])
+        frames = to_uint8(shown.flatten(0, 1)).reshape(1, -1, h, w, 3)
         return WorldFrame(
-            rgb=to_uint8(shown),
+            rgb=frames[:, -1].copy(),
             depth=depth_np[None].astype(np.float32),
             pose=self.poses[index][None],
             novelty=np.ones(1),
             new_voxels=np.array([new]),
             collision=np.zeros(1, dtype=bool),
+            frames=frames,
         )
 
     # ------------------------------------------------------------------ step
@@ -256,13 +284,16 @@ class World:
         n_sub = max(1, int(c.frames_per_step))
         novelty = np.zeros(self.num_worlds)
         new_voxels = np.zeros(self.num_worlds, dtype=np.int64)
+        frames = []
         for sub in range(1, n_sub + 1):
             states = self.states + (target - self.states) * (sub / n_sub) if n_sub > 1 else target
             frame = self._advance(states)
             novelty = np.maximum(novelty, frame.novelty)
             new_voxels += frame.new_voxels
+            frames.append(frame.frames)
         self.steps += 1
         frame.novelty, frame.new_voxels, frame.collision = novelty, new_voxels, collision
+        frame.frames = np.concatenate(frames, axis=1)
         return frame
 
     def _blocked(self, target: np.ndarray) -> np.ndarray:
@@ -306,27 +337,42 @@ class World:
             memory_depth = torch.full_like(memory_depth, float("inf"))
         camera = (invert_pose(old_poses) @ new_poses).float().to(self.device)
         noise = torch.stack(
-            [torch.randn(self.context.shape[1:], generator=g).to(self.device) for g in self.rngs]
+            [torch.randn(self.context.shape[2:], generator=g).to(self.device) for g in self.rngs]
         )
+        text = {} if any(t is None for t in self.text) else {"text": torch.cat(self.text)}
         with torch.no_grad():
-            latents = self.backend.generate(self.context, memory, mask, memory_depth, camera, noise)
-            rgb, depth = self.backend.decode(latents)
+            latents = self.backend.generate(self.context, memory, mask, memory_depth, camera, noise, **text)
+            frames, depth = self._decode(latents, range(self.num_worlds))
+        rgb = frames[:, -1]
         depth = align_depth_to_memory(depth, memory_depth.to(depth.device), mask.to(depth.device))
         if c.use_memory:
             rgb, depth = place_at_landings(rgb, depth, torch.stack([r.offset for r in readouts]).to(depth.device))
         self.states = states.copy()
-        self.context = latents
+        self.context = torch.cat([self.context[:, 1:], latents[:, None].to(self.context)], 1)
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
+        shown = to_uint8(torch.cat([frames[:, :-1], rgb[:, None]], 1).flatten(0, 1))
         worlds = list(range(self.num_worlds))
         new_voxels = self._remember(worlds, latents, depth[:, 0], None, c.generated_confidence, remembered=readouts)
+        shown = shown.reshape(self.num_worlds, -1, *shown.shape[1:])
         return WorldFrame(
-            rgb=to_uint8(rgb),
+            rgb=shown[:, -1].copy(),
             depth=self.depth.copy(),
             pose=poses,
             novelty=novelty,
             new_voxels=new_voxels,
             collision=np.zeros(self.num_worlds, dtype=bool),
+            frames=shown,
         )
+
+    def _decode(self, latents: torch.Tensor, worlds) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one latent per world of ``worlds``, continuing their decoder streams;
+        frames come back as (B, T, 3, H, W) whatever the model returns."""
+        streams = [self.streams[i] for i in worlds]
+        if all(s is None for s in streams):
+            frames, depth = self.backend.decode(latents)
+        else:
+            frames, depth = self.backend.decode(latents, streams)
+        return (frames if frames.ndim == 5 else frames[:, None]), depth
 
     def _remember(self, indices, latents, depth, keep_mask, confidence, remembered=None) -> np.ndarray:
         """Filter and write one frame into each world of ``indices`` (``latents`` (B, C, h, w),
@@ -381,6 +427,11 @@ class World:
         }
         tensors.update({f"memory.{k}": v.cpu() for k, v in self.memories[index].state_dict().items()})
         meta = {"world": self.config.to_dict(), "latent_channels": self.backend.latent_channels, "downsample": self.backend.downsample}
+        if self.text[index] is not None:
+            tensors["text"] = self.text[index].cpu().clone()
+        if self.streams[index] is not None:
+            stream, meta["stream"] = self.streams[index].state_dict()
+            tensors.update({f"stream.{k}": v for k, v in stream.items()})
         return tensors, meta
 
     def restore(self, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -412,6 +463,14 @@ class World:
             rng.set_state(tensors["rng"].to(torch.uint8))
         except (RuntimeError, KeyError) as exc:
             raise ValueError(f"snapshot tensor 'rng' is not a valid generator state: {exc}") from exc
+        text = self._restored_text(tensors)
+        stream = None
+        if self.streams[index] is not None:
+            if not isinstance(meta.get("stream"), list) or len(meta["stream"]) != len(self.streams[index].cache):
+                raise ValueError("snapshot lacks this world model's decoder stream, or it has another layout")
+            stream = type(self.streams[index]).from_state_dict(
+                {k.removeprefix("stream."): v for k, v in tensors.items() if k.startswith("stream.")}, meta["stream"],
+                self.device)
         self.states[index] = tensors["state"].numpy()
         self.steps[index] = int(tensors["steps"])
         self.intrinsics[index] = tensors["intrinsics"].numpy().copy()
@@ -420,6 +479,22 @@ class World:
         self.rngs[index] = rng
         self.memories[index] = memory
         self.coverage[index] = coverage
+        self.text[index] = text
+        self.streams[index] = stream
+
+    def _restored_text(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The prompt embeddings of a snapshot, checked against what this model embeds."""
+        embed_prompt = getattr(self.backend, "embed_prompt", None)
+        if embed_prompt is None:
+            if "text" in tensors:
+                raise ValueError("snapshot holds prompt embeddings, but this world model takes no text")
+            return None
+        expected = embed_prompt(None)
+        text = tensors.get("text")
+        if text is None or text.shape != expected.shape:
+            got = "missing" if text is None else tuple(text.shape)
+            raise ValueError(f"snapshot tensor 'text' must have shape {tuple(expected.shape)}, got {got}")
+        return text.to(expected)
 
     # ------------------------------------------------------------------ stats
 

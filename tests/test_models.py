@@ -213,13 +213,16 @@ def test_save_load_round_trip(model, tmp_path):
         assert torch.equal(a, b), k
     x = torch.randn(1, 16, 16, 16)
     mask = torch.ones(1, 1, 16, 16)
-    args = (x, x, mask, torch.full_like(mask, 3.0), torch.eye(4)[None], torch.randn_like(x))
+    args = (x[:, None], x, mask, torch.full_like(mask, 3.0), torch.eye(4)[None], torch.randn_like(x))
     assert torch.equal(model.generate(*args), again.generate(*args))
 
 
 def test_missing_or_corrupt_weights_raise_clear_errors(tmp_path):
-    with pytest.raises(ModelLoadError, match="mirage_model.json is missing"):
+    with pytest.raises(ModelLoadError, match="no model at .*not a directory"):
         load_backend(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="mirage_model.json is missing"):
+        load_backend(tmp_path / "empty")
     broken = tmp_path / "broken"
     shutil.copytree(shipped_model_path(), broken)
     weights = broken / "transformer" / "diffusion_pytorch_model.safetensors"

@@ -32,7 +32,7 @@ def test_a_full_turn_comes_back_to_the_seed_frame_only_with_memory():
     for use_memory in (True, False):
         world = World(PoolingBackend(), WorldConfig(use_memory=use_memory))
         start(world)
-        seed_view = world.backend.decode(world.context)[0]
+        seed_view = world.backend.decode(world.context[:, -1])[0]
         last = turn(world, Action.TURN_RIGHT, 24)
         np.testing.assert_allclose(last.pose[0], np.eye(4), atol=1e-9)
         errors[use_memory] = np.abs(last.rgb[0] / 255.0 - seed_view[0].permute(1, 2, 0).numpy()).mean()

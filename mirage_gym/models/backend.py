@@ -70,6 +70,8 @@ class LatentWorldModel(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, context, memory, mask, memory_depth, camera, noise) -> torch.Tensor:
+        context = context[:, -1]  # one frame of context (``context_frames`` is 1)
+
         def predict(x, sigma):
             return self.generator.predict_x0(x, sigma, context, memory, mask, memory_depth, camera)
 
@@ -163,7 +165,21 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("mirage_gym").joinpath("weights", "tiny")))
 
 
-def load_backend(model: str | Path = "tiny", device: str | torch.device = "cpu") -> LatentWorldModel:
-    """``"tiny"`` (the shipped weights) or a local model directory; never touches a hub."""
+def load_backend(model: str | Path = "tiny", device: str | torch.device = "cpu", addon: str | Path | None = None,
+                 depth_model: str | Path | None = None, dtype: str = "float32"):
+    """``"tiny"`` (the shipped weights), a local model directory of the tiny layout, or a
+    diffusers Wan2.2-TI2V directory (recognised by its ``model_index.json``) with an optional
+    Mirage ``addon`` and a ``depth_model``; never touches a hub."""
     path = shipped_model_path() if str(model) == "tiny" else Path(model)
+    if not path.is_dir():
+        raise ModelLoadError(f"no model at {path}: not a directory (a model directory holds {MANIFEST}, "
+                             "or model_index.json for Wan2.2)")
+    from mirage_gym.models.wan import WanWorldModel, is_wan_directory
+
+    if is_wan_directory(path):
+        return WanWorldModel.from_pretrained(path, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
+    if addon is not None or depth_model is not None:
+        raise ModelLoadError(f"addon and depth_model apply to a Wan2.2 directory; {path} is a tiny-layout model")
+    if dtype != "float32":
+        raise ModelLoadError(f"the tiny-layout model at {path} runs in float32, got dtype={dtype!r}")
     return LatentWorldModel.from_pretrained(path, device=device)
