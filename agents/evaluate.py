@@ -31,6 +31,8 @@ from mirage_gym import metrics
 
 from . import parse_args, plots
 from .policies import AGENTS, OrbitAgent
+from .score import SCORES as CONSISTENCY
+from .score import summary, table
 
 LOOP_TURN_DEG = 15.0
 LOOP_STEPS = 24  # 24 x 15 degrees = one full turn
@@ -106,12 +108,18 @@ def rgb_of(obs) -> np.ndarray:
     return obs["rgb"] if isinstance(obs, dict) else obs
 
 
+def depth_of(obs) -> np.ndarray | None:
+    return obs["depth"][..., 0] if isinstance(obs, dict) and "depth" in obs else None
+
+
 def run_episode(env, agent, source: Source, steps: int, record: bool = False) -> dict:
     """Play ``steps`` steps (fewer if the episode ends) from ``source``; the agent and the
-    env are both seeded with ``source.seed``. Time covers ``act`` + ``step``, not renders."""
+    env are both seeded with ``source.seed``. Time covers ``act`` + ``step``, not renders
+    or the world-consistency scores of the episode (:func:`mirage_gym.metrics.score_rollout`)."""
     agent.reset(seed=source.seed)
     obs, info = env.reset(seed=source.seed, options=source.options)
     first_rgb = rgb_of(obs).copy()
+    rollout = {"frames": [first_rgb], "depths": [depth_of(obs)], "poses": [info["pose"]]}
     coverage = [info["coverage_voxels"]]
     frames = [env.render()] if record else []
     reward, collisions, taken = 0.0, 0, 0
@@ -122,6 +130,9 @@ def run_episode(env, agent, source: Source, steps: int, record: bool = False) ->
         reward += r
         collisions += int(info["collision"])
         coverage.append(info["coverage_voxels"])
+        rollout["frames"].append(rgb_of(obs).copy())
+        rollout["depths"].append(depth_of(obs))
+        rollout["poses"].append(info["pose"])
         if record:
             pause = time.perf_counter()
             frames.append(env.render())
@@ -129,6 +140,8 @@ def run_episode(env, agent, source: Source, steps: int, record: bool = False) ->
         if terminated or truncated:
             break
     seconds = time.perf_counter() - start
+    depths = None if rollout["depths"][0] is None else np.stack(rollout["depths"])
+    scores = metrics.score_rollout(np.stack(rollout["frames"]), np.stack(rollout["poses"]), info["intrinsics"], depths)
     return {
         "source": source.label,
         "seed": source.seed,
@@ -140,6 +153,7 @@ def run_episode(env, agent, source: Source, steps: int, record: bool = False) ->
         "memory_points": int(info["memory_points"]),
         "memory_bytes": int(info["memory_bytes"]),
         "coverage_curve": coverage,
+        "consistency": {key: scores[key] if np.isfinite(scores[key]) else None for key in CONSISTENCY},
         # not in the JSON:
         "first_rgb": first_rgb,
         "last_rgb": rgb_of(obs).copy(),
@@ -185,6 +199,8 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
     (out / "videos").mkdir(parents=True, exist_ok=True)
     env_kwargs = {"model": args.model, **(env_kwargs or {})}
     suite_kwargs = {**env_kwargs, "use_memory": not args.no_memory}
+    if gym.spec(args.env).kwargs.get("obs_mode", "rgb") == "rgb":
+        suite_kwargs["obs_mode"] = "rgbd"  # the world's depth, for the reprojection score; agents read info only
     sources = episode_sources(args)
     bar = tqdm(total=len(names) * len(sources) + 2 * len(sources), desc="evaluate", unit="episode")
 
@@ -242,6 +258,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
         report["agents"][name] = {
             **{key: stats([e[key] for e in episodes]) for key in ("coverage_voxels", "reward", "collisions", "steps_per_second", "memory_points")},
             "coverage_curve": {"mean": curves.mean(0).tolist(), "std": curves.std(0).tolist()},
+            "consistency": {key: summary([e["consistency"][key] for e in episodes]) for key in CONSISTENCY},
             "episodes": [{k: v for k, v in e.items() if k not in ("first_rgb", "last_rgb", "final_render", "frames")} for e in episodes],
         }
     for key, episodes in loop.items():
@@ -297,6 +314,12 @@ def markdown(report: dict) -> str:
     for name, a in report["agents"].items():
         cells = [f"{a[k]['mean']:.{d}f} ± {a[k]['std']:.{d}f}" for k, d in (("coverage_voxels", 0), ("reward", 2), ("collisions", 1), ("steps_per_second", 1))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## World-consistency scores (`mirage_gym.metrics.score_rollout`, see `mirage-gym score`)",
+        "",
+        *table({name: a["consistency"] for name, a in report["agents"].items()}, label="agent"),
+    ]
     lc = report["loop_closure"]
     lines += [
         "",

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ``eval`` hands its arguments to agents/evaluate.py (see main); listed here for --help
     sub.add_parser("eval", help="scripted exploration evaluation: report folder with JSON, table, plots, videos", add_help=False)
 
+    # ``score`` hands its arguments to agents/score.py (see main); listed here for --help
+    sub.add_parser("score", help="world-consistency scores (camera control, flow, reprojection, loops) with and without memory", add_help=False)
+
     play = sub.add_parser("play", help="walk through a world with the keyboard (needs a display)")
     play.add_argument("--env", default="MirageWorld-v0")
     play.add_argument("--model", default="tiny", help="'tiny' (shipped) or a local model directory")
@@ -109,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate(argv[1:])
         return 0
+    if argv[:1] == ["score"]:
+        from mirage_gym.agents.score import main as score
+
+        return score(argv[1:])
     args = build_parser().parse_args(argv)
     args.func(args)
     return 0

@@ -1,4 +1,6 @@
-"""Image and depth metrics without network weights: PSNR, SSIM, sharpness, AbsRel."""
+"""Image and depth metrics without network weights: PSNR, SSIM, sharpness, AbsRel, and
+:func:`score_rollout`, the world-consistency scores of a whole rollout (camera control,
+photometric and 3D consistency, loop closure; see :mod:`mirage_gym.consistency`)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,13 @@ def depth_abs_rel(predicted, true) -> float:
 def sky_agreement(predicted, true) -> float:
     """Share of pixels where prediction and truth agree on sky (non-finite) vs surface."""
     return float(np.mean(np.isfinite(np.asarray(predicted)) == np.isfinite(np.asarray(true))))
+
+
+def score_rollout(frames, poses, intrinsics, depths=None, **tolerances) -> dict:
+    """World-consistency scores of a rollout from OpenCV geometry, no network weights:
+    ``camera_rotation_error_deg``, ``camera_translation_error_deg``, ``photometric_cycle_error``,
+    ``photometric_residual``, ``reprojection_psnr``, ``loop_psnr``, ``sharpness`` and per-pair
+    arrays. Arguments, figures and failure modes: :func:`mirage_gym.consistency.score_rollout`."""
+    from mirage_gym.consistency import score_rollout as score  # OpenCV loads only when scoring
+
+    return score(frames, poses, intrinsics, depths, **tolerances)
