@@ -450,6 +450,9 @@ class World:
             "context": tuple(self.context.shape[1:]),
             "depth": (self.config.height, self.config.width),
         }
+        old = tensors.get("context")
+        if old is not None and self.context.shape[1] == 1 and tuple(old.shape) == shapes["context"][1:]:
+            tensors = dict(tensors, context=old[None])  # saved before worlds kept a window of context frames
         for name, shape in shapes.items():
             if name not in tensors or tuple(tensors[name].shape) != shape:
                 got = tuple(tensors[name].shape) if name in tensors else "missing"

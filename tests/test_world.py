@@ -112,3 +112,19 @@ def test_landings_move_decoded_content_by_the_offsets():
     still_rgb, still_depth = place_at_landings(rgb, depth, torch.zeros_like(offset))
     torch.testing.assert_close(still_rgb, rgb, atol=1e-5, rtol=0)
     torch.testing.assert_close(still_depth, depth)
+
+
+def test_snapshots_saved_before_context_windows_still_restore():
+    world = World(PoolingBackend())
+    start(world)
+    turn(world, Action.TURN_LEFT, 2)
+    tensors, meta = world.snapshot(0)
+    assert tensors["context"].shape == (1, 4, 16, 16)  # a window of one context frame
+    old = dict(tensors, context=tensors["context"][0])  # the layout earlier versions saved
+    other = World(PoolingBackend())
+    start(other, seed=3)
+    other.restore(0, old, meta)
+    a, b = turn(world, Action.MOVE_FORWARD, 2), turn(other, Action.MOVE_FORWARD, 2)
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    with pytest.raises(ValueError, match="'context' must have shape"):
+        other.restore(0, dict(tensors, context=tensors["context"][0, :2]), meta)
