@@ -44,7 +44,29 @@ def _demo(args) -> None:
     print(f"video: {summary['video']}\nframe strip: {summary['strip']}")
 
 
+def _export_clips(args) -> None:
+    from mirage_gym.training.data import export_clips
+
+    paths = export_clips(args.out, args.clips, args.frames, args.width, args.height, seed=args.seed)
+    print(f"wrote {len(paths)} clips of {args.frames} frames ({args.width}x{args.height}) to {args.out}")
+
+
+def _train_wan(args) -> None:
+    from dataclasses import fields
+
+    from mirage_gym.training.wan import WanTrainConfig, train_wan
+
+    if not args.base or not args.data:
+        raise SystemExit("mirage-gym train wan: --base and --data are required")
+    args.out = args.out or "runs/wan-addon"
+    cfg = WanTrainConfig(**{f.name: getattr(args, f.name) for f in fields(WanTrainConfig)
+                            if getattr(args, f.name, None) is not None})
+    print(f"add-on: {train_wan(cfg)}")
+
+
 def _train(args) -> None:
+    if args.backend == "wan":
+        return _train_wan(args)
     import shutil
     from dataclasses import fields
 
@@ -52,7 +74,7 @@ def _train(args) -> None:
     from mirage_gym.training import TinyTrainConfig, train_tiny
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TinyTrainConfig) if getattr(args, f.name, None) is not None}
-    model_dir = train_tiny(args.out, TinyTrainConfig(**overrides))
+    model_dir = train_tiny(args.out or "runs/tiny", TinyTrainConfig(**overrides))
     print(f"model: {model_dir}")
     if args.ship:
         target = shipped_model_path()
@@ -81,9 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default="scene.png")
     render.set_defaults(func=_render)
 
-    train = sub.add_parser("train", help="train the embedded default world model from scratch (resumable)")
-    train.add_argument("backend", choices=["tiny"])
-    train.add_argument("--out", default="runs/tiny", help="checkpoints, logs, data cache and the model directory")
+    export = sub.add_parser("export-clips", help="write procedural-scene clips with poses and depth (training data)")
+    export.add_argument("--out", required=True)
+    export.add_argument("--clips", type=int, default=64)
+    export.add_argument("--frames", type=int, default=17, help="1 + 4n frames fill whole Wan latent frames")
+    export.add_argument("--width", type=int, default=64)
+    export.add_argument("--height", type=int, default=64)
+    export.add_argument("--seed", type=int, default=0)
+    export.set_defaults(func=_export_clips)
+
+    train = sub.add_parser("train", help="train the embedded model from scratch, or a Mirage add-on on a Wan2.2 base")
+    train.add_argument("backend", choices=["tiny", "wan"])
+    train.add_argument("--out", default=None, help="tiny: checkpoints, logs, data cache and the model directory "
+                       "(default runs/tiny); wan: the add-on directory (default runs/wan-addon)")
+    train.add_argument("--base", help="wan: a local Wan2.2-TI2V diffusers directory")
+    train.add_argument("--data", help="wan: a folder of clips (see mirage_gym.clips)")
+    train.add_argument("--stage", choices=["vace", "lora", "both"], default=None, help="wan: default both")
+    train.add_argument("--max-steps", dest="max_steps", type=int, default=None, help="wan: optimizer steps per stage")
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=None)
+    train.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"], default=None)
+    train.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None)
+    train.add_argument("--resume", action="store_true", default=None, help="wan: continue from the latest checkpoint")
     train.add_argument("--ship", action="store_true", help="copy the trained model into the package as 'tiny'")
     for name, kind in (("sequences", int), ("codec_steps", int), ("generator_steps", int), ("generator_head_dim", int), ("seed", int), ("threads", int)):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None)

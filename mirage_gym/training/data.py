@@ -57,9 +57,11 @@ def _program_actions(rng: np.random.Generator, program: str, length: int) -> lis
 
 
 def render_sequences(
-    seeds, length: int = 16, size: int = 64, rig: RigConfig = RigConfig(), seed: int = 0, progress: bool = True
+    seeds, length: int = 16, size: int = 64, rig: RigConfig = RigConfig(), seed: int = 0, progress: bool = True,
+    height: int | None = None,
 ) -> Sequences:
-    """One trajectory per scene seed in ``seeds``, rendered at ``size`` x ``size``."""
+    """One trajectory per scene seed in ``seeds``, rendered ``size`` wide and ``height``
+    (default ``size``) high."""
     rng = np.random.default_rng(seed)
     rgb, depth, static, states = [], [], [], []
     for scene_seed in tqdm(list(seeds), desc="rendering sequences", disable=not progress):
@@ -77,9 +79,32 @@ def render_sequences(
             if not scene.is_free(nxt[:3], 0.3)[0]:  # blocked: turn instead, as an agent would
                 nxt = apply_motion(seq_states[-1], discrete_to_continuous(int(Action.TURN_RIGHT)), rig)
             seq_states.append(nxt)
-        frames = [scene.render(pose_from_state(s), size, size) for s in seq_states]
+        frames = [scene.render(pose_from_state(s), size, height or size) for s in seq_states]
         rgb.append(np.stack([f.rgb for f in frames]))
         depth.append(np.stack([f.depth for f in frames]))
         static.append(np.stack([f.labels == LABEL_STATIC for f in frames]))
         states.append(np.stack(seq_states))
     return Sequences(np.stack(rgb), np.stack(depth), np.stack(static), np.stack(states))
+
+
+def export_clips(out, clips: int, frames: int = 17, width: int = 64, height: int = 64, seed: int = 0,
+                 progress: bool = True) -> list:
+    """Write ``clips`` procedural-scene clips (walks, turns, out-and-back loops) with true
+    depth, poses and masks in the :mod:`mirage_gym.clips` format; returns their paths."""
+    from pathlib import Path
+
+    from mirage_gym.clips import Clip, write_clip
+    from mirage_gym.geometry import intrinsics_from_fov
+
+    for name, value, least in (("clips", clips, 1), ("frames", frames, 2), ("width", width, 8), ("height", height, 8)):
+        if int(value) != value or value < least:
+            raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
+    data = render_sequences(range(seed * 100_000, seed * 100_000 + clips), length=frames, size=width, seed=seed,
+                            progress=progress, height=height)
+    k = intrinsics_from_fov(width, height, 90.0)
+    paths = []
+    for i in range(clips):
+        clip = Clip(frames=data.rgb[i], poses_c2w=pose_from_state(data.states[i]), intrinsics=np.repeat(k[None], frames, 0),
+                    depths=data.depth[i], masks=~data.static[i], fps=8.0, caption="")
+        paths.append(write_clip(Path(out) / f"clip_{i:05d}", clip))
+    return paths
