@@ -211,6 +211,7 @@ def latest_checkpoint(out: Path) -> tuple[Path, dict] | None:
 def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
     """Train and write the add-on to ``cfg.out``; returns that path."""
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
     from mirage_gym.models.generator import CONTROL_EXTRA
     from mirage_gym.models.vace import addon_from_base, attach_lora, save_addon
@@ -228,6 +229,7 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
     out = Path(cfg.out)
     # without CUDA, several launched processes train on the CPU over gloo (accelerate's MULTI_CPU)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(cfg.seed)  # the fresh add-on's initialisation is part of a seeded run
     base = Path(cfg.base)
     read_model_index(base)
     transformer = _load(WanTransformer3DModel, base / "transformer")
@@ -314,3 +316,57 @@ def _truncate_log(log: Path, stage: str, step: int) -> None:
         if STAGES.index(entry["stage"]) < STAGES.index(stage) or (entry["stage"] == stage and entry["step"] <= step):
             keep.append(line)
     log.write_text("".join(f"{line}\n" for line in keep))
+
+
+@torch.no_grad()
+def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None = None, sampler_steps: int = 20,
+                   seed: int = 0, progress: bool = True) -> dict:
+    """Held-out latent prediction, shaped like env steps: every target latent frame of the
+    clips in ``data`` is sampled (hold-memory off, so the figure is what the generator does
+    with memory, not the exact copy) and compared with the clip's true latent, over the
+    cells memory covers and over the rest. ``addon=None``: the zero add-on (the base)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+
+    from mirage_gym.clips import clip_dirs, read_clip
+    from mirage_gym.models.generator import CONTROL_EXTRA
+    from mirage_gym.models.vace import addon_from_base, attach_lora, load_addon_weights, read_addon_manifest
+    from mirage_gym.models.video_codec import WanVideoCodec
+    from mirage_gym.models.wan import WanWorldModel, _load
+
+    base = Path(base)
+    transformer = _load(WanTransformer3DModel, base / "transformer")
+    vae = _load(AutoencoderKLWan, base / "vae")
+    codec = WanVideoCodec(vae.eval())
+    layers, lora = None, dict(r=32, alpha=32, dropout=0.05)
+    if addon is not None:
+        manifest = read_addon_manifest(addon)
+        layers, lora = manifest["vace_layers"], manifest["lora"]
+    model = addon_from_base(transformer, codec.latent_channels + CONTROL_EXTRA, layers)
+    attach_lora(model, **lora)
+    if addon is not None:
+        load_addon_weights(model, addon)
+    scheduler = _load(UniPCMultistepScheduler, base / "scheduler")
+    world_model = WanWorldModel(model, vae, scheduler.config, depth=None, sampler_steps=sampler_steps,
+                                hold_memory=False)
+    dirs = clip_dirs(data)
+    grid = _grid_of(WanTrainConfig(base=str(base), data=str(data), out=""), codec, tuple(model.config.patch_size))
+    generator = torch.Generator().manual_seed(seed)
+    errors = {"covered": [], "uncovered": []}
+    for d in tqdm(dirs, desc="evaluating", disable=not progress):
+        samples = clip_samples(read_clip(d), codec, grid)
+        for k in range(1, len(samples.latents)):
+            window = [max(0, j) for j in range(k - world_model.context_frames, k)]
+            noise = torch.randn(samples.latents[k].shape, generator=generator)[None]
+            out = world_model.generate(samples.latents[window][None], samples.memory[k - 1][None],
+                                       samples.mask[k - 1][None], samples.memory_depth[k - 1][None],
+                                       samples.camera[k - 1][None], noise)[0]
+            squared = (out - samples.latents[k]).pow(2).mean(0)
+            covered = samples.mask[k - 1][0] > 0
+            errors["covered"].append(squared[covered])
+            errors["uncovered"].append(squared[~covered])
+    result = {"clips": len(dirs), "addon": None if addon is None else str(addon)}
+    for name, parts in errors.items():
+        values = torch.cat(parts)
+        result[f"mse_{name}"] = float(values.mean()) if values.numel() else float("nan")
+        result[f"cells_{name}"] = int(values.numel())
+    return result
