@@ -171,7 +171,7 @@ class WanWorldModel:
                         hold_memory: bool = True) -> WanWorldModel:
         """Load a local Wan2.2-TI2V diffusers directory, an optional Mirage add-on and a depth
         model; raises :class:`ModelLoadError` naming the path for anything missing or wrong."""
-        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
         path = Path(path)
         torch_dtype = resolve_dtype(dtype)
@@ -179,25 +179,10 @@ class WanWorldModel:
         if depth_model is None:
             raise ModelLoadError(f"the Wan base at {path} needs depth_model: a local transformers depth-estimation "
                                  "directory (metric Depth Anything V2), since memory lifts each frame with depth")
-        transformer = _load(WanTransformer3DModel, path / "transformer", torch_dtype=torch_dtype)
         vae = _load(AutoencoderKLWan, path / "vae", torch_dtype=torch.float32)
         scheduler = _load(UniPCMultistepScheduler, path / "scheduler")
         depth = DepthEstimator.from_pretrained(depth_model, device=device, error=ModelLoadError)
-        lora = dict(DEFAULT_LORA)
-        layers = None
-        vace_in = int(vae.config.z_dim) + CONTROL_EXTRA
-        try:
-            if addon is not None:
-                manifest = read_addon_manifest(addon)
-                layers, vace_in, lora = manifest["vace_layers"], int(manifest["vace_in_channels"]), manifest["lora"]
-            model = addon_from_base(transformer.to(device), vace_in, layers)
-            attach_lora(model, **lora)
-            if addon is not None:
-                load_addon_weights(model, addon)
-        except AddonLoadError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"the add-on at {addon} does not fit the base at {path}: {exc}") from exc
+        model, _ = transformer_with_addon(path, int(vae.config.z_dim), addon, device=device, dtype=torch_dtype)
         if addon is None:
             warnings.warn(f"no Mirage add-on given for {path}: the VACE branch and LoRA are zero, so the generator is "
                           "the base model and is not conditioned on memory (remembered cells are still held). "
@@ -221,6 +206,29 @@ class WanWorldModel:
                 raise ModelLoadError(f"could not load the text encoder at {path}: {type(exc).__name__}: {exc}") from exc
             self._text = tokenizer, encoder
         return self._text
+
+
+def transformer_with_addon(base: Path, latent_channels: int, addon: str | Path | None = None, lora: dict | None = None,
+                           device="cpu", dtype: torch.dtype = torch.float32):
+    """The base DiT of the directory ``base`` carrying a Mirage add-on, loaded from ``addon``
+    or fresh and zero (LoRA settings ``lora``, default r 32); returns it and its LoRA settings."""
+    from diffusers import WanTransformer3DModel
+
+    transformer = _load(WanTransformer3DModel, Path(base) / "transformer", torch_dtype=dtype)
+    layers, vace_in, lora = None, latent_channels + CONTROL_EXTRA, dict(lora or DEFAULT_LORA)
+    try:
+        if addon is not None:
+            manifest = read_addon_manifest(addon)
+            layers, vace_in, lora = manifest["vace_layers"], int(manifest["vace_in_channels"]), manifest["lora"]
+        model = addon_from_base(transformer.to(device), vace_in, layers)
+        attach_lora(model, **lora)
+        if addon is not None:
+            load_addon_weights(model, addon)
+    except AddonLoadError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"the base transformer at {base} and the add-on {addon} do not fit: {exc}") from exc
+    return model, lora
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

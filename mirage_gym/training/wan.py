@@ -213,12 +213,11 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from mirage_gym.models.generator import CONTROL_EXTRA
-    from mirage_gym.models.vace import addon_from_base, attach_lora, save_addon
-    from mirage_gym.models.video_codec import WanVideoCodec
-    from mirage_gym.models.wan import TEXT_TOKENS, _load, read_model_index
+    from diffusers import AutoencoderKLWan
 
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from mirage_gym.models.vace import save_addon
+    from mirage_gym.models.video_codec import WanVideoCodec
+    from mirage_gym.models.wan import TEXT_TOKENS, _load, read_model_index, transformer_with_addon
 
     stages = cfg.stages()
     for name in ("max_steps", "batch_size", "checkpoint_every", "context_frames"):
@@ -232,11 +231,9 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
     set_seed(cfg.seed)  # the fresh add-on's initialisation is part of a seeded run
     base = Path(cfg.base)
     read_model_index(base)
-    transformer = _load(WanTransformer3DModel, base / "transformer")
     codec = WanVideoCodec(_load(AutoencoderKLWan, base / "vae").to(accelerator.device).eval())
-    model = addon_from_base(transformer.to(accelerator.device), codec.latent_channels + CONTROL_EXTRA)
     lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout}
-    attach_lora(model, **lora)
+    model, _ = transformer_with_addon(base, codec.latent_channels, lora=lora, device=accelerator.device)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.train()
@@ -325,26 +322,16 @@ def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None 
     clips in ``data`` is sampled (hold-memory off, so the figure is what the generator does
     with memory, not the exact copy) and compared with the clip's true latent, over the
     cells memory covers and over the rest. ``addon=None``: the zero add-on (the base)."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
     from mirage_gym.clips import clip_dirs, read_clip
-    from mirage_gym.models.generator import CONTROL_EXTRA
-    from mirage_gym.models.vace import addon_from_base, attach_lora, load_addon_weights, read_addon_manifest
     from mirage_gym.models.video_codec import WanVideoCodec
-    from mirage_gym.models.wan import WanWorldModel, _load
+    from mirage_gym.models.wan import WanWorldModel, _load, transformer_with_addon
 
     base = Path(base)
-    transformer = _load(WanTransformer3DModel, base / "transformer")
     vae = _load(AutoencoderKLWan, base / "vae")
     codec = WanVideoCodec(vae.eval())
-    layers, lora = None, dict(r=32, alpha=32, dropout=0.05)
-    if addon is not None:
-        manifest = read_addon_manifest(addon)
-        layers, lora = manifest["vace_layers"], manifest["lora"]
-    model = addon_from_base(transformer, codec.latent_channels + CONTROL_EXTRA, layers)
-    attach_lora(model, **lora)
-    if addon is not None:
-        load_addon_weights(model, addon)
+    model, _ = transformer_with_addon(base, codec.latent_channels, addon)
     scheduler = _load(UniPCMultistepScheduler, base / "scheduler")
     world_model = WanWorldModel(model, vae, scheduler.config, depth=None, sampler_steps=sampler_steps,
                                 hold_memory=False)
