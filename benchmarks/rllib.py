@@ -2,8 +2,8 @@
 
     python benchmarks/rllib.py [--quick] [--worlds 8] [--rounds 5] [--json PATH]
 
-One run, one local Ray (loopback, ``--num-cpus``). Two PPO algorithms are built through
-:mod:`mirage_gym.rllib` (one with 1 remote runner, one with 2); then, round by round, the
+One run, one local Ray (loopback, ``--num-cpus``). Three PPO algorithms are built through
+:mod:`mirage_gym.rllib` (1, 2 and 1 remote runners: one per side below); then, round by round, the
 same number of steps per world is taken by each side in turn, so drifts in machine speed
 hit every side alike:
 
@@ -50,7 +50,8 @@ def build_algo(name: str, runners: int, worlds: int, fragment: int):
 
     config = mrl.configure(PPOConfig(), name, num_env_runners=runners, num_envs_per_env_runner=worlds)
     config = config.env_runners(rollout_fragment_length=fragment, num_cpus_per_env_runner=1).debugging(seed=0)
-    return config.training(train_batch_size_per_learner=runners * worlds * fragment, minibatch_size=32).build_algo()
+    batch = runners * worlds * fragment
+    return config.training(train_batch_size_per_learner=batch, minibatch_size=min(32, batch)).build_algo()
 
 
 def main(argv=None) -> dict:
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--worlds", type=int, default=8, help="worlds per env runner (and in the direct vector env)")
     parser.add_argument("--steps", type=int, default=32, help="steps per world per side per round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (the first one is a warm-up, not counted)")
-    parser.add_argument("--num-cpus", type=int, default=3, help="CPUs of the local Ray (3 runners in all)")
+    parser.add_argument("--num-cpus", type=int, default=4, help="CPUs of the local Ray (4 runners in all)")
     parser.add_argument("--quick", action="store_true", help="2 worlds, 8 steps, 2 rounds")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -71,15 +72,16 @@ def main(argv=None) -> dict:
     mrl.start_local_ray(args.num_cpus)
     try:
         name = mrl.register("MirageWorld-v0", max_episode_steps=10_000)
-        algos = {1: build_algo(name, 1, args.worlds, args.steps), 2: build_algo(name, 2, args.worlds, args.steps)}
+        # one algorithm per side: a runner's ongoing episodes cannot switch between random and policy actions
+        algos = {side: build_algo(name, runners, args.worlds, args.steps) for side, runners in (("random 1", 1), ("random 2", 2), ("policy 1", 1))}
         env = mrl.make_env({"num_envs": args.worlds, "max_episode_steps": 10_000})
         env.reset(seed=0)
         rng = np.random.default_rng(0)
         sides = {
             "direct vector env": lambda: (direct_round(env, args.steps, rng), args.steps * args.worlds),
-            "rllib, 1 runner, random actions": lambda: rllib_round(algos[1], args.steps, args.worlds, True),
-            "rllib, 2 runners, random actions": lambda: rllib_round(algos[2], args.steps, args.worlds, True),
-            "rllib, 1 runner, policy": lambda: rllib_round(algos[1], args.steps, args.worlds, False),
+            "rllib, 1 runner, random actions": lambda: rllib_round(algos["random 1"], args.steps, args.worlds, True),
+            "rllib, 2 runners, random actions": lambda: rllib_round(algos["random 2"], args.steps, args.worlds, True),
+            "rllib, 1 runner, policy": lambda: rllib_round(algos["policy 1"], args.steps, args.worlds, False),
         }
         rates: dict[str, list[float]] = {side: [] for side in sides}
         for round_index in range(args.rounds):

@@ -50,14 +50,22 @@ CONV_FILTERS_64 = [[32, [8, 8], 4], [64, [4, 4], 2], [64, [3, 3], 1]]
 
 def start_local_ray(num_cpus: int = 2, **init_kwargs: Any):
     """``ray.init`` of a one-machine Ray on loopback only: ``num_cpus`` bounded, no
-    dashboard, no usage-stats report. Returns ``ray.init``'s context."""
+    dashboard, no usage-stats report. Returns ``ray.init``'s context.
+
+    Ray would otherwise name this host by its outward IP (found by routing towards a public
+    address) and give that to its workers; ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (set here
+    for the processes Ray starts, and its constant for this one) keeps every address loopback.
+    """
     import os
 
     import ray
+    from ray._private import ray_constants
 
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1:
         raise ValueError(f"num_cpus must be a positive int, got {num_cpus!r}")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     return ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **init_kwargs)
 
 

@@ -124,7 +124,8 @@ def test_two_node_cluster_samples_from_runners_on_both_nodes(monkeypatch):
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     try:
         ray.init(address=cluster.address)
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
         # the plain gymnasium id: remote runners never import mirage_gym, the Tune registry carries it
         name = mrl.register("MirageWorld-v0", max_episode_steps=16)
         config = (
