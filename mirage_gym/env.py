@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous
+from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
 
 ACTION_MODES = ("discrete", "continuous")
 OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
+ENV_TENSORS = ("path", "frame.rgb")  # what a snapshot holds beyond the world's own tensors
 
 
 def load_backend(model):
@@ -110,6 +111,11 @@ class MirageWorldEnv(gym.Env):
         return self.core.world
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if options and "snapshot" in options:
+            if seed is not None or len(options) > 1:
+                raise ValueError("options['snapshot'] restores a whole episode, its RNG included: pass it alone, "
+                                 f"without seed or other options (got seed={seed!r}, options {sorted(options)})")
+            return self.load_snapshot(options["snapshot"])
         super().reset(seed=seed)
         frame = self.core.reset_world(0, self.np_random, options or {})
         self._elapsed = 0
@@ -156,13 +162,15 @@ class MirageWorldEnv(gym.Env):
             self._window = None
 
     def save_snapshot(self, path) -> None:
-        """Save the whole episode (world, memory, RNGs, step count) to ``path`` atomically."""
+        """Save the whole episode (world, memory, RNGs, step count) to ``path`` atomically.
+
+        Under ``gym.make`` wrappers, :func:`mirage_gym.save_snapshot` does the same."""
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before save_snapshot()")
-        from mirage_gym.snapshot import save_snapshot
+        from mirage_gym import snapshot
 
         tensors, meta = self.world.snapshot(0)
-        tensors["path"] = torch.as_tensor(np.asarray(self._path))
+        tensors["path"] = torch.as_tensor(np.asarray(self._path, dtype=np.float64))
         tensors["frame.rgb"] = torch.as_tensor(self._frame.rgb[0])
         meta["env"] = {
             "elapsed": self._elapsed,
@@ -170,38 +178,72 @@ class MirageWorldEnv(gym.Env):
             "novelty": float(self._frame.novelty[0]),
             "collision": bool(self._frame.collision[0]),
         }
-        save_snapshot(path, tensors, meta)
+        snapshot.save_snapshot(path, tensors, meta)
 
     def load_snapshot(self, path):
         """Continue from a snapshot; returns ``(observation, info)`` as at the save.
 
-        Raises ``SnapshotError`` (a ``ValueError``) for a missing, corrupt, truncated or
-        incompatible file; the env is left as it was.
-        """
-        from mirage_gym.snapshot import SnapshotError, load_snapshot
+        All or nothing: the whole file is checked first (its checksum over tensors and
+        metadata; every tensor's name, dtype, shape and finiteness; the RNG state; the
+        episode clock; and that the observation it gives lies in the observation space).
+        Any refusal raises ``SnapshotError`` (a ``ValueError``) and leaves the env as it was.
 
-        tensors, meta = load_snapshot(path)
+        ``reset(options={"snapshot": path})`` does the same. Both restore the env's own
+        episode clock; under ``gym.make`` a ``TimeLimit`` wrapper keeps a step count of its
+        own: :func:`mirage_gym.load_snapshot(env, path) <mirage_gym.env.load_snapshot>`
+        sets it too.
+        """
+        from mirage_gym import snapshot
+
+        tensors, meta = snapshot.load_snapshot(path)
         try:
-            env_meta = meta["env"]
-            rng = np.random.Generator(np.random.PCG64())
-            rng.bit_generator.state = env_meta["np_random"]
-            frame_rgb = tensors["frame.rgb"].numpy()
-            path_xyz = tensors["path"].numpy()
-            self.world.restore(0, tensors, meta)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
-        self._np_random = rng
-        self._elapsed = int(env_meta["elapsed"])
-        self._path = list(path_xyz)
-        self._frame = WorldFrame(
-            rgb=frame_rgb[None].copy(),
-            depth=self.world.depth[0][None].copy(),
-            pose=self.world.poses[0][None],
-            novelty=np.array([env_meta["novelty"]]),
-            new_voxels=np.zeros(1, dtype=np.int64),
-            collision=np.array([env_meta["collision"]]),
-        )
+            staged = self._checked_snapshot(tensors, meta)
+            self.world.restore(0, {k: v for k, v in tensors.items() if k not in ENV_TENSORS}, meta)
+        except snapshot.SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise snapshot.SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
+        self._np_random, self._elapsed, self._path, self._frame = staged
         return self.core.observation(self._frame, 0), self.core.info(self._frame, 0)
+
+    def _checked_snapshot(self, tensors: dict, meta: dict):
+        """The env's part of a snapshot (RNG, clock, path, frame), checked; raises ``ValueError``."""
+        mine, theirs = self.world.config.to_dict(), meta.get("world")
+        if not isinstance(theirs, dict) or theirs != mine:
+            differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
+            raise ValueError(f"snapshot was made with a different world configuration: {differ}")
+        env_meta = meta["env"]
+        fields = {"elapsed", "np_random", "novelty", "collision"}
+        if not isinstance(env_meta, dict) or set(env_meta) != fields:
+            raise ValueError(f"metadata 'env' must hold exactly {sorted(fields)}")
+        elapsed, novelty, collision = env_meta["elapsed"], env_meta["novelty"], env_meta["collision"]
+        if type(elapsed) is not int or elapsed < 0 or elapsed != int(tensors["steps"]):
+            raise ValueError(f"'elapsed' must be the world's step count {int(tensors['steps'])}, got {elapsed!r}")
+        if type(novelty) is not float or not 0.0 <= novelty <= 1.0:
+            raise ValueError(f"'novelty' must be a float in [0, 1], got {novelty!r}")
+        if type(collision) is not bool:
+            raise ValueError(f"'collision' must be a bool, got {collision!r}")
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = env_meta["np_random"]
+        path_xyz, rgb = tensors["path"], tensors["frame.rgb"]
+        if path_xyz.dtype != torch.float64 or tuple(path_xyz.shape) != (elapsed + 1, 3) or not torch.isfinite(path_xyz).all():
+            raise ValueError(f"tensor 'path' must be finite float64 of shape ({elapsed + 1}, 3), got {path_xyz.dtype} "
+                             f"{tuple(path_xyz.shape)}")
+        c = self.world.config
+        if rgb.dtype != torch.uint8 or tuple(rgb.shape) != (c.height, c.width, 3):
+            raise ValueError(f"tensor 'frame.rgb' must be uint8 of shape ({c.height}, {c.width}, 3), got {rgb.dtype} "
+                             f"{tuple(rgb.shape)}")
+        frame = WorldFrame(
+            rgb=rgb.numpy()[None].copy(),
+            depth=tensors["depth"].numpy()[None].astype(np.float32),
+            pose=pose_from_state(tensors["state"].numpy()[None]),
+            novelty=np.array([novelty]),
+            new_voxels=np.zeros(1, dtype=np.int64),
+            collision=np.array([collision]),
+        )
+        if not self.observation_space.contains(self.core.observation(frame, 0)):
+            raise ValueError("its observation lies outside the observation space (pose beyond +-1e4 m?)")
+        return rng, elapsed, list(path_xyz.numpy()), frame
 
     def get_keys_to_action(self) -> dict:
         """Keyboard map for ``gymnasium.utils.play.play`` (discrete mode)."""
@@ -215,6 +257,39 @@ class MirageWorldEnv(gym.Env):
             ("r",): Action.LOOK_UP,
             ("f",): Action.LOOK_DOWN,
         }
+
+
+def save_snapshot(env: gym.Env, path) -> None:
+    """Save a ``MirageWorldEnv`` episode, wrapped (``gym.make``) or not, to ``path``."""
+    env.unwrapped.save_snapshot(path)
+
+
+def load_snapshot(env: gym.Env, path):
+    """Continue a ``MirageWorldEnv``, wrapped (``gym.make``) or not, from a snapshot;
+    returns ``(observation, info)`` as at the save.
+
+    The load goes through the wrappers as ``env.reset(options={"snapshot": path})`` (a
+    snapshot starts an episode, so ``OrderEnforcing``, the env checker and episode
+    statistics see a reset); then every ``TimeLimit`` wrapper's step count is set to the
+    snapshot's episode clock, so a snapshot saved at step 20 and loaded into a 10-step env
+    is truncated on its next step. A refused load raises ``SnapshotError`` and leaves the
+    env and those step counts as they were.
+    """
+    limits = []
+    wrapper = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, gym.wrappers.TimeLimit):
+            limits.append((wrapper, wrapper._elapsed_steps))
+        wrapper = wrapper.env
+    try:
+        obs, info = env.reset(options={"snapshot": path})
+    except BaseException:
+        for limit, count in limits:
+            limit._elapsed_steps = count
+        raise
+    for limit, _ in limits:
+        limit._elapsed_steps = env.unwrapped._elapsed
+    return obs, info
 
 
 class WorldAdapter:
