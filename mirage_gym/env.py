@@ -13,6 +13,7 @@ from gymnasium import spaces
 
 from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
 from mirage_gym.memory import static_keep_mask
+from mirage_gym.threads import OneCaller, check_num_threads, env_work
 from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
 
 ACTION_MODES = ("discrete", "continuous")
@@ -39,7 +40,7 @@ def _cached_backend(model: str):
     return _load(model)
 
 
-class MirageWorldEnv(gym.Env):
+class MirageWorldEnv(OneCaller, gym.Env):
     """Explore a world generated frame by frame by a diffusion model with latent memory.
 
     ## Description
@@ -78,10 +79,22 @@ class MirageWorldEnv(gym.Env):
     ``gym.make("MirageWorld-v0", render_mode=None, width=64, height=64, fov_deg=90,
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
     pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
-    max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False)``.
+    max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False, reward_per_voxel=0.05,
+    collision_penalty=-0.1, max_depth=20.0, num_threads=1)``.
     ``model`` is ``"tiny"`` (shipped weights) or a local model directory; ``use_memory=False``
     hides memory from the generator (the ablation). ``info`` holds fresh numpy copies of
     ``pose``, ``intrinsics``, memory stats, ``novelty`` and ``collision``.
+    ``num_threads`` is how many torch threads the env's own work (reset, step, snapshot
+    loads) uses, torch's setting being put back afterwards; the default 1 cannot
+    oversubscribe the CPU when envs run side by side (``AsyncVectorEnv``, SB3's
+    ``SubprocVecEnv``, RLlib runners each get one thread), ``None`` uses torch's setting.
+    Results can differ by one grey level between thread counts (float sums in another
+    order); a fixed ``num_threads`` keeps a seeded episode identical across machines.
+
+    ## Threads
+    An env is used by one thread at a time: a call from a second thread while one is
+    inside ``reset``, ``step``, ``render`` or a snapshot call raises ``RuntimeError``
+    (nothing is changed). Give each thread its own env, or use the vector env.
 
     ## Vectorized environment
     ``gym.make_vec("MirageWorld-v0", num_envs=N, vectorization_mode="vector_entry_point")``
@@ -98,6 +111,7 @@ class MirageWorldEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
+        self._init_one_caller()
         self.core = WorldAdapter(num_worlds=1, **kwargs)
         self.action_space = self.core.single_action_space
         self.observation_space = self.core.single_observation_space
@@ -110,6 +124,7 @@ class MirageWorldEnv(gym.Env):
     def world(self) -> World:
         return self.core.world
 
+    @env_work
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if options and "snapshot" in options:
             if seed is not None or len(options) > 1:
@@ -123,6 +138,7 @@ class MirageWorldEnv(gym.Env):
         self._frame = frame
         return self.core.observation(frame, 0), self.core.info(frame, 0)
 
+    @env_work
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
@@ -136,6 +152,7 @@ class MirageWorldEnv(gym.Env):
             self.render()
         return self.core.observation(frame, 0), self.core.reward(frame, 0), False, bool(truncated), self.core.info(frame, 0)
 
+    @env_work
     def render(self):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
@@ -161,6 +178,7 @@ class MirageWorldEnv(gym.Env):
             close_window(self._window)
             self._window = None
 
+    @env_work
     def save_snapshot(self, path) -> None:
         """Save the whole episode (world, memory, RNGs, step count) to ``path`` atomically.
 
@@ -180,6 +198,7 @@ class MirageWorldEnv(gym.Env):
         }
         snapshot.save_snapshot(path, tensors, meta)
 
+    @env_work
     def load_snapshot(self, path):
         """Continue from a snapshot; returns ``(observation, info)`` as at the save.
 
@@ -318,6 +337,7 @@ class WorldAdapter:
         reward_per_voxel: float = 0.05,
         collision_penalty: float = -0.1,
         max_depth: float = 20.0,
+        num_threads: int | None = 1,
     ):
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
@@ -327,6 +347,7 @@ class WorldAdapter:
             raise ValueError(f"width and height must be at least 64, got {width}x{height}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be positive or None, got {max_episode_steps}")
+        self.num_threads = check_num_threads(num_threads)
         self.action_mode = action_mode
         self.obs_mode = obs_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)

@@ -10,9 +10,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from mirage_gym.env import WorldAdapter
+from mirage_gym.threads import OneCaller, env_work
 
 
-class MirageWorldVectorEnv(VectorEnv):
+class MirageWorldVectorEnv(OneCaller, VectorEnv):
     """``num_envs`` MirageWorld episodes batched through one world model.
 
     Matches ``N`` single ``MirageWorldEnv`` instances seeded ``seed, seed + 1, ...``.
@@ -30,6 +31,7 @@ class MirageWorldVectorEnv(VectorEnv):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.num_envs = num_envs
         self.render_mode = render_mode
+        self._init_one_caller()
         self.core = WorldAdapter(num_worlds=num_envs, **kwargs)
         self.single_action_space = self.core.single_action_space
         self.single_observation_space = self.core.single_observation_space
@@ -44,6 +46,7 @@ class MirageWorldVectorEnv(VectorEnv):
     def world(self):
         return self.core.world
 
+    @env_work
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         """Reset all worlds (or those in ``options["reset_mask"]``); ``seed`` is an int
         (world i gets ``seed + i``) or one seed per world."""
@@ -67,6 +70,7 @@ class MirageWorldVectorEnv(VectorEnv):
             self._after_reset(int(i), frame)
         return self._batch_observations(), self._batch_infos(mask)
 
+    @env_work
     def step(self, actions):
         actions = np.asarray(actions)
         if len(actions) != self.num_envs:
@@ -90,6 +94,7 @@ class MirageWorldVectorEnv(VectorEnv):
         self._needs_reset = terminations | truncations
         return self._batch_observations(), rewards, terminations, truncations, self._batch_infos(np.ones(self.num_envs, bool))
 
+    @env_work
     def render(self):
         if self.render_mode != "rgb_array":
             return None
