@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
 ACTION_MODES = ("discrete", "continuous")
 OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
+HAS_PYGAME = importlib.util.find_spec("pygame") is not None
 ENV_TENSORS = ("path", "frame.rgb")  # what a snapshot holds beyond the world's own tensors
 
 
@@ -105,9 +108,14 @@ class MirageWorldEnv(OneCaller, gym.Env):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 8}
+    # "human" (a pygame window) only where pygame is installed: the modes listed are the modes that work
+    metadata = {"render_modes": ["rgb_array", "human"] if HAS_PYGAME else ["rgb_array"], "render_fps": 8}
 
     def __init__(self, render_mode: str | None = None, **kwargs):
+        if render_mode == "human" and not HAS_PYGAME:
+            raise gym.error.DependencyNotInstalled(
+                "render_mode='human' opens a pygame window; pygame is not installed: pip install 'mirage-gym[play]'"
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
@@ -131,8 +139,9 @@ class MirageWorldEnv(OneCaller, gym.Env):
                 raise ValueError("options['snapshot'] restores a whole episode, its RNG included: pass it alone, "
                                  f"without seed or other options (got seed={seed!r}, options {sorted(options)})")
             return self.load_snapshot(options["snapshot"])
+        start = self.core.checked_start(options or {})  # refused options leave the RNG as it was
         super().reset(seed=seed)
-        frame = self.core.reset_world(0, self.np_random, options or {})
+        frame = self.core.reset_world(0, self.np_random, start)
         self._elapsed = 0
         self._path = [frame.pose[0][:3, 3].copy()]
         self._frame = frame
@@ -343,10 +352,11 @@ class WorldAdapter:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
-        if width < 64 or height < 64:
-            raise ValueError(f"width and height must be at least 64, got {width}x{height}")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be positive or None, got {max_episode_steps}")
+        check_arguments(width=width, height=height, fov_deg=fov_deg, move_step=move_step, turn_step_deg=turn_step_deg,
+                        pitch_limit_deg=pitch_limit_deg, memory_capacity=memory_capacity, use_memory=use_memory,
+                        frames_per_step=frames_per_step, max_episode_steps=max_episode_steps, scene_kind=scene_kind,
+                        dynamic_objects=dynamic_objects, render_map=render_map, reward_per_voxel=reward_per_voxel,
+                        collision_penalty=collision_penalty, max_depth=max_depth)
         self.num_threads = check_num_threads(num_threads)
         self.action_mode = action_mode
         self.obs_mode = obs_mode
@@ -390,9 +400,9 @@ class WorldAdapter:
             parts["pose"] = spaces.Box(-POSE_BOUND, POSE_BOUND, (16,), np.float32)
         return spaces.Dict(parts)
 
-    def reset_world(self, index: int, np_random: np.random.Generator, options: dict):
-        """Start world ``index`` from the options' image or the procedural scene of ``np_random``."""
-        rgb, depth, keep, fov = self.initial_frame(options, np_random)
+    def reset_world(self, index: int, np_random: np.random.Generator, start: dict):
+        """Start world ``index`` from :meth:`checked_start`'s image or the procedural scene of ``np_random``."""
+        rgb, depth, keep, fov = self.initial_frame(start, np_random)
         noise_seed = int(np_random.integers(2**31))
         return self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed)
 
@@ -411,7 +421,10 @@ class WorldAdapter:
             if a.shape != () or not np.issubdtype(a.dtype, np.integer):
                 raise ValueError(f"action must be an integer in [0, {len(Action) - 1}], got {action!r}")
             return discrete_to_continuous(int(a))
-        a = np.asarray(action, dtype=np.float64)
+        a = np.asarray(action)
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"action must be a real-valued array of shape (6,), got dtype {a.dtype}")
+        a = a.astype(np.float64)
         if a.shape != (6,):
             raise ValueError(f"action must have shape (6,), got {a.shape}")
         if not np.all(np.isfinite(a)):
@@ -420,27 +433,43 @@ class WorldAdapter:
             raise ValueError(f"action components must lie in [-1, 1], got {a}")
         return a
 
-    def initial_frame(self, options: dict, np_random: np.random.Generator):
-        """The seed frame: the user's image (resized) or the procedural scene of the seed."""
+    def checked_start(self, options: dict) -> dict:
+        """Reset options checked and prepared (the user's image resized), without touching
+        any RNG: a refused reset changes nothing."""
         known = {"image", "depth", "dynamic_mask", "fov_deg", "scene_seed"}
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
         unknown = set(options) - known
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected some of {sorted(known)}")
-        c = self.world.config
-        fov = options.get("fov_deg", c.fov_deg)
-        if not (isinstance(fov, (int, float)) and 0 < fov < 180):
-            raise ValueError(f"options['fov_deg'] must be a number in (0, 180), got {fov!r}")
+        fov = options.get("fov_deg", self.world.config.fov_deg)
+        if not _is_real(fov) or not 0 < fov < 180:
+            raise ValueError(f"options['fov_deg'] must be a number in (0, 180) degrees, got {fov!r}")
         if "image" in options:
-            return user_frame(options, c.height, c.width) + (float(fov),)
+            if "scene_seed" in options:
+                raise ValueError("options 'image' and 'scene_seed' exclude each other: the image is the scene")
+            rgb, depth, keep = user_frame(options, self.world.config.height, self.world.config.width)
+            return {"rgb": rgb, "depth": depth, "keep": keep, "fov": float(fov)}
         if "depth" in options or "dynamic_mask" in options:
             raise ValueError("options 'depth' and 'dynamic_mask' need options['image']")
+        scene_seed = options.get("scene_seed")
+        if scene_seed is not None and not (_is_integer(scene_seed) and scene_seed >= 0):
+            raise ValueError(f"options['scene_seed'] must be a non-negative int, got {scene_seed!r}")
+        return {"scene_seed": None if scene_seed is None else int(scene_seed), "fov": float(fov)}
+
+    def initial_frame(self, start: dict, np_random: np.random.Generator):
+        """The seed frame: the user's image or the procedural scene of ``start``'s scene seed,
+        else of one drawn from ``np_random``."""
+        if "rgb" in start:
+            return start["rgb"], start["depth"], start["keep"], start["fov"]
         from mirage_gym.scenes import make_scene
 
-        scene_seed = options.get("scene_seed", int(np_random.integers(10_000)))
-        scene = make_scene(int(scene_seed), kind=self.scene_kind, dynamic_objects=self.dynamic_objects)
-        r = scene.render(np.eye(4), c.width, c.height, fov_deg=float(fov))
+        c = self.world.config
+        scene_seed = start["scene_seed"] if start["scene_seed"] is not None else int(np_random.integers(10_000))
+        scene = make_scene(scene_seed, kind=self.scene_kind, dynamic_objects=self.dynamic_objects)
+        r = scene.render(np.eye(4), c.width, c.height, fov_deg=start["fov"])
         keep = static_keep_mask(r.depth, r.labels, far=c.far).numpy()
-        return r.rgb, r.depth, keep, float(fov)
+        return r.rgb, r.depth, keep, start["fov"]
 
     def observation(self, frame, index: int):
         rgb = frame.rgb[index].copy()
@@ -470,7 +499,7 @@ class WorldAdapter:
 
 def user_frame(options: dict, height: int, width: int):
     """Validate and resize a user's seed image (+ optional depth and dynamic mask)."""
-    image = np.asarray(options["image"])
+    image = np.ascontiguousarray(options["image"])  # any strides, negative ones included
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"options['image'] must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
     if image.shape[0] < 8 or image.shape[1] < 8:
@@ -478,18 +507,60 @@ def user_frame(options: dict, height: int, width: int):
     rgb = resize_image(image, height, width)
     depth = keep = None
     if options.get("depth") is not None:
-        depth = np.asarray(options["depth"], dtype=np.float32)
+        depth = np.ascontiguousarray(options["depth"])
+        if depth.dtype.kind not in "iuf":
+            raise ValueError(f"options['depth'] must be real-valued metres, got dtype {depth.dtype}")
+        depth = depth.astype(np.float32)
         if depth.shape != image.shape[:2]:
             raise ValueError(f"options['depth'] must have shape {image.shape[:2]} like the image, got {depth.shape}")
-        if np.isnan(depth).any() or (depth < 0).any():
-            raise ValueError("options['depth'] must be non-negative metres without NaN (inf for sky)")
+        if np.isnan(depth).any() or (depth <= 0).any():
+            raise ValueError("options['depth'] must be positive metres without NaN (inf for sky), got NaN or values <= 0")
         depth = resize_depth(depth, height, width)
     if options.get("dynamic_mask") is not None:
-        mask = np.asarray(options["dynamic_mask"])
+        mask = np.ascontiguousarray(options["dynamic_mask"])
         if mask.shape != image.shape[:2]:
             raise ValueError(f"options['dynamic_mask'] must have shape {image.shape[:2]} like the image, got {mask.shape}")
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise ValueError("options['dynamic_mask'] must be bool (True on moving objects) or hold only 0 and 1, "
+                             f"got dtype {mask.dtype} with other values")
         keep = ~resize_mask(mask.astype(bool), height, width)
     return rgb, depth, keep
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and bool(np.isfinite(value))
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_arguments(**args) -> None:
+    """Raise ``ValueError`` naming the first env argument that is not what it must be."""
+    rules = {
+        "width": (_is_integer, lambda v: v >= 64, "an int >= 64"),
+        "height": (_is_integer, lambda v: v >= 64, "an int >= 64"),
+        "frames_per_step": (_is_integer, lambda v: v >= 1, "an int >= 1"),
+        "fov_deg": (_is_real, lambda v: 0 < v < 180, "a number in (0, 180) degrees"),
+        "move_step": (_is_real, lambda v: v > 0, "a positive number of metres"),
+        "turn_step_deg": (_is_real, lambda v: 0 < v <= 180, "a number in (0, 180] degrees"),
+        "pitch_limit_deg": (_is_real, lambda v: 0 <= v < 90, "a number in [0, 90) degrees"),
+        "max_depth": (_is_real, lambda v: v > 0, "a positive number of metres"),
+        "reward_per_voxel": (_is_real, lambda v: True, "a finite number"),
+        "collision_penalty": (_is_real, lambda v: True, "a finite number"),
+        "dynamic_objects": (_is_integer, lambda v: v >= 0, "an int >= 0"),
+        "memory_capacity": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
+        "max_episode_steps": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
+        "use_memory": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),
+        "render_map": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),
+        "scene_kind": (lambda v: v in ("indoor", "outdoor"), lambda v: True, "'indoor', 'outdoor' or None", True),
+    }
+    for name, value in args.items():
+        kind, ok, expected, *optional = rules[name]
+        if value is None and optional:
+            continue
+        if not (kind(value) and ok(value)):
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
