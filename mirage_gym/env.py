@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import numbers
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,29 @@ def load_backend(model):
     that already implements the backend protocol (for tests and custom models).
 
     Loaded models are shared between the envs of a process: a backend holds weights only
-    (every world's state lives in its :class:`~mirage_gym.world.World`)."""
+    (every world's state lives in its :class:`~mirage_gym.world.World`). The cache is
+    thread-safe (envs made in several threads at once load a model once) and keyed by the
+    resolved path: a directory deleted or changed after its first load is still served from
+    memory until the process ends."""
     if not isinstance(model, (str, Path)):
-        return model
-    return _cached_backend(str(Path(model).resolve()) if str(model) != "tiny" else "tiny")
+        return checked_backend_object(model)
+    with _CACHE_LOCK:
+        return _cached_backend(str(Path(model).resolve()) if str(model) != "tiny" else "tiny")
+
+
+_CACHE_LOCK = threading.Lock()
+BACKEND_PROTOCOL = ("latent_channels", "downsample", "encode", "decode", "generate")
+
+
+def checked_backend_object(model):
+    """``model`` if it implements the world's backend protocol, else ``ModelLoadError``."""
+    from mirage_gym.models.backend import ModelLoadError
+
+    lacking = [name for name in BACKEND_PROTOCOL if not hasattr(model, name)]
+    if lacking:
+        raise ModelLoadError(f"model must be 'tiny', a local model directory or a world model object "
+                             f"(with {', '.join(BACKEND_PROTOCOL)}); got {model!r}, which lacks {lacking}")
+    return model
 
 
 @functools.lru_cache(maxsize=4)
