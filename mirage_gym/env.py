@@ -23,7 +23,9 @@ ACTION_MODES = ("discrete", "continuous")
 OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
 HAS_PYGAME = importlib.util.find_spec("pygame") is not None
-ENV_TENSORS = ("path", "frame.rgb")  # what a snapshot holds beyond the world's own tensors
+ENV_TENSORS = ("path", "frame.rgb")
+SCENE_SEEDS = 10_000  # reset(seed=...) draws its procedural scene from this many
+CONTINUOUS_MEANINGS = ("MOVE_RIGHT", "MOVE_DOWN", "MOVE_FORWARD", "TURN_RIGHT", "LOOK_UP", "ROLL")  # what a snapshot holds beyond the world's own tensors
 
 
 def load_backend(model):
@@ -293,6 +295,13 @@ class MirageWorldEnv(OneCaller, gym.Env):
             raise ValueError("its observation lies outside the observation space (pose beyond +-1e4 m?)")
         return rng, elapsed, list(path_xyz.numpy()), frame
 
+    def get_action_meanings(self) -> list[str]:
+        """What each action does, as ALE and MiniWorld name them: the :class:`Action` member
+        names in id order (discrete mode), or the six components of a continuous action."""
+        if self.core.action_mode == "discrete":
+            return [a.name for a in Action]
+        return list(CONTINUOUS_MEANINGS)
+
     def get_keys_to_action(self) -> dict:
         """Keyboard map for ``gymnasium.utils.play.play`` (discrete mode)."""
         return {
@@ -305,6 +314,14 @@ class MirageWorldEnv(OneCaller, gym.Env):
             ("r",): Action.LOOK_UP,
             ("f",): Action.LOOK_DOWN,
         }
+
+
+def reset_scene_seed(seed: int) -> int:
+    """The procedural scene seed ``reset(seed=seed)`` starts from (it draws one from its
+    freshly seeded RNG unless ``options["scene_seed"]`` is given)."""
+    from gymnasium.utils import seeding
+
+    return int(seeding.np_random(seed)[0].integers(SCENE_SEEDS))
 
 
 def save_snapshot(env: gym.Env, path) -> None:
@@ -456,7 +473,7 @@ class WorldAdapter:
     def checked_start(self, options: dict) -> dict:
         """Reset options checked and prepared (the user's image resized), without touching
         any RNG: a refused reset changes nothing."""
-        known = {"image", "depth", "dynamic_mask", "fov_deg", "scene_seed"}
+        known = {"image", "depth", "dynamic_mask", "fov_deg", "scene_seed", "image_fit"}
         if not isinstance(options, dict):
             raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
         unknown = set(options) - known
@@ -468,10 +485,10 @@ class WorldAdapter:
         if "image" in options:
             if "scene_seed" in options:
                 raise ValueError("options 'image' and 'scene_seed' exclude each other: the image is the scene")
-            rgb, depth, keep = user_frame(options, self.world.config.height, self.world.config.width)
-            return {"rgb": rgb, "depth": depth, "keep": keep, "fov": float(fov)}
-        if "depth" in options or "dynamic_mask" in options:
-            raise ValueError("options 'depth' and 'dynamic_mask' need options['image']")
+            rgb, depth, keep, fov = user_frame(options, self.world.config.height, self.world.config.width, float(fov))
+            return {"rgb": rgb, "depth": depth, "keep": keep, "fov": fov}
+        if {"depth", "dynamic_mask", "image_fit"} & set(options):
+            raise ValueError("options 'depth', 'dynamic_mask' and 'image_fit' need options['image']")
         scene_seed = options.get("scene_seed")
         if scene_seed is not None and not (_is_integer(scene_seed) and scene_seed >= 0):
             raise ValueError(f"options['scene_seed'] must be a non-negative int, got {scene_seed!r}")
@@ -485,7 +502,7 @@ class WorldAdapter:
         from mirage_gym.scenes import make_scene
 
         c = self.world.config
-        scene_seed = start["scene_seed"] if start["scene_seed"] is not None else int(np_random.integers(10_000))
+        scene_seed = start["scene_seed"] if start["scene_seed"] is not None else int(np_random.integers(SCENE_SEEDS))
         scene = make_scene(scene_seed, kind=self.scene_kind, dynamic_objects=self.dynamic_objects)
         r = scene.render(np.eye(4), c.width, c.height, fov_deg=start["fov"])
         keep = static_keep_mask(r.depth, r.labels, far=c.far).numpy()
@@ -517,14 +534,24 @@ class WorldAdapter:
         }
 
 
-def user_frame(options: dict, height: int, width: int):
-    """Validate and resize a user's seed image (+ optional depth and dynamic mask)."""
+def user_frame(options: dict, height: int, width: int, fov_deg: float):
+    """Validate a user's seed image (+ optional depth and dynamic mask), centre-crop it to
+    the frame's aspect ratio (``options["image_fit"] = "stretch"`` resizes it whole
+    instead, distorting it) and resize it; returns them and the horizontal FOV of what is
+    kept (``fov_deg`` is the image's)."""
     image = np.ascontiguousarray(options["image"])  # any strides, negative ones included
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"options['image'] must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ValueError(f"options['image'] must be at least 8x8, got {image.shape[:2]}")
-    rgb = resize_image(image, height, width)
+    fit = options.get("image_fit", "crop")
+    if fit not in ("crop", "stretch"):
+        raise ValueError(f"options['image_fit'] must be 'crop' (centre-crop to the frame's aspect ratio) or 'stretch', got {fit!r}")
+    rows, cols = centre_crop(image.shape[:2], (height, width)) if fit == "crop" else (slice(None), slice(None))
+    if fit == "crop":
+        kept = cols.stop - cols.start
+        fov_deg = float(np.degrees(2 * np.arctan(np.tan(np.radians(fov_deg) / 2) * kept / image.shape[1])))
+    rgb = resize_image(np.ascontiguousarray(image[rows, cols]), height, width)
     depth = keep = None
     if options.get("depth") is not None:
         depth = np.ascontiguousarray(options["depth"])
@@ -535,7 +562,7 @@ def user_frame(options: dict, height: int, width: int):
             raise ValueError(f"options['depth'] must have shape {image.shape[:2]} like the image, got {depth.shape}")
         if np.isnan(depth).any() or (depth <= 0).any():
             raise ValueError("options['depth'] must be positive metres without NaN (inf for sky), got NaN or values <= 0")
-        depth = resize_depth(depth, height, width)
+        depth = resize_depth(depth[rows, cols], height, width)
     if options.get("dynamic_mask") is not None:
         mask = np.ascontiguousarray(options["dynamic_mask"])
         if mask.shape != image.shape[:2]:
@@ -543,8 +570,21 @@ def user_frame(options: dict, height: int, width: int):
         if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
             raise ValueError("options['dynamic_mask'] must be bool (True on moving objects) or hold only 0 and 1, "
                              f"got dtype {mask.dtype} with other values")
-        keep = ~resize_mask(mask.astype(bool), height, width)
-    return rgb, depth, keep
+        keep = ~resize_mask(mask[rows, cols].astype(bool), height, width)
+    return rgb, depth, keep, fov_deg
+
+
+def centre_crop(shape: tuple[int, int], target: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns of the largest centred part of an image of ``shape`` (H, W) with
+    the aspect ratio of ``target`` (H, W)."""
+    h, w = shape
+    if h * target[1] > w * target[0]:  # taller than the target: crop rows
+        keep = max(1, round(w * target[0] / target[1]))
+        top = (h - keep) // 2
+        return slice(top, top + keep), slice(0, w)
+    keep = max(1, round(h * target[1] / target[0]))
+    left = (w - keep) // 2
+    return slice(0, h), slice(left, left + keep)
 
 
 def _is_real(value) -> bool:

@@ -202,3 +202,34 @@ def test_human_rendering_without_pygame_fails_at_construction(monkeypatch):
     monkeypatch.setattr(env_module, "HAS_PYGAME", False)
     with pytest.raises(gym.error.DependencyNotInstalled, match="pygame"):
         env_module.MirageWorldEnv(render_mode="human", model=PoolingBackend())
+
+
+# ---------------------------------------------------------------------------- user images
+
+
+def test_a_user_image_of_another_aspect_ratio_is_centre_cropped_with_its_fov():
+    wide = np.zeros((64, 128, 3), np.uint8)
+    wide[:, :32] = (255, 0, 0)  # cropped away
+    wide[:, 32:96] = (0, 255, 0)  # kept
+    wide[:, 96:] = (0, 0, 255)  # cropped away
+    env = make()
+    _, info = env.reset(options={"image": wide, "depth": np.full((64, 128), 3.0), "fov_deg": 90})
+    assert env.unwrapped.world.intrinsics[0][0, 0] == pytest.approx(64.0)  # 90 deg over 128 px, 64 px kept
+    assert info["intrinsics"][0, 0] == pytest.approx(64.0)
+    _, info = env.reset(options={"image": wide, "fov_deg": 90, "image_fit": "stretch"})
+    assert info["intrinsics"][0, 0] == pytest.approx(32.0)
+    with pytest.raises(ValueError, match="image_fit"):
+        env.reset(options={"image": wide, "image_fit": "fill"})
+
+
+def test_the_crop_keeps_the_middle_of_the_image():
+    from mirage_gym.env import user_frame
+
+    wide = np.zeros((64, 128, 3), np.uint8)
+    wide[:, 32:96] = 200
+    rgb, _, _, fov = user_frame({"image": wide}, 64, 64, 90.0)
+    assert (rgb == 200).all() and fov == pytest.approx(np.degrees(2 * np.arctan(0.5)))
+    tall = np.zeros((128, 64, 3), np.uint8)
+    tall[32:96] = 200
+    rgb, _, _, fov = user_frame({"image": tall}, 64, 64, 90.0)
+    assert (rgb == 200).all() and fov == 90.0
