@@ -161,6 +161,11 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
+    """(B, T, 3, H, W) float in [0, 1] -> (B, T, H, W, 3) uint8."""
+    return to_uint8(frames.flatten(0, 1)).reshape(*frames.shape[:2], *frames.shape[-2:], 3)
+
+
 class World:
     """``num_worlds`` independent worlds that share one world model and step together."""
 
@@ -269,7 +274,7 @@ class World:
         self.depth[index] = depth_np
         new = int(self._remember([index], latent, known[:, 0], None if keep_mask is None else keep_mask[None],
                                  confidence)[0])
-        frames = to_uint8(shown.flatten(0, 1)).reshape(1, -1, h, w, 3)
+        frames = to_uint8_frames(shown)
         return WorldFrame(
             rgb=frames[:, -1].copy(),
             depth=depth_np[None].astype(np.float32),
@@ -360,10 +365,9 @@ class World:
         self.states = states.copy()
         self.context = torch.cat([self.context[:, 1:], latents[:, None].to(self.context)], 1)
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
-        shown = to_uint8(torch.cat([frames[:, :-1], rgb[:, None]], 1).flatten(0, 1))
+        shown = to_uint8_frames(torch.cat([frames[:, :-1], rgb[:, None]], 1))  # the last frame as placed
         worlds = list(range(self.num_worlds))
         new_voxels = self._remember(worlds, latents, depth[:, 0], None, c.generated_confidence, remembered=readouts)
-        shown = shown.reshape(self.num_worlds, -1, *shown.shape[1:])
         return WorldFrame(
             rgb=shown[:, -1].copy(),
             depth=self.depth.copy(),
