@@ -418,7 +418,7 @@ class WorldAdapter:
                         pitch_limit_deg=pitch_limit_deg, memory_capacity=memory_capacity, use_memory=use_memory,
                         frames_per_step=frames_per_step, max_episode_steps=max_episode_steps, scene_kind=scene_kind,
                         dynamic_objects=dynamic_objects, render_map=render_map, reward_per_voxel=reward_per_voxel,
-                        collision_penalty=collision_penalty, max_depth=max_depth)
+                        collision_penalty=collision_penalty, max_depth=max_depth, device=device, dtype=dtype)
         self.num_threads = check_num_threads(num_threads)
         self.action_mode = action_mode
         self.obs_mode = obs_mode
@@ -623,6 +623,23 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def _is_device(value) -> bool:
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def _device_available(value) -> bool:
+    device = torch.device(value)
+    if device.type == "cpu":
+        return True
+    backend = getattr(torch, device.type, None)
+    return bool(backend is not None and getattr(backend, "is_available", lambda: False)()
+                and (device.index is None or device.index < backend.device_count()))
+
+
 def check_arguments(**args) -> None:
     """Raise ``ValueError`` naming the first env argument that is not what it must be."""
     rules = {
@@ -642,6 +659,9 @@ def check_arguments(**args) -> None:
         "use_memory": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),
         "render_map": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),
         "scene_kind": (lambda v: v in ("indoor", "outdoor"), lambda v: True, "'indoor', 'outdoor' or None", True),
+        "device": (_is_device, _device_available, "'cpu' or a torch device this machine has (e.g. 'cuda:0')"),
+        "dtype": (lambda v: v in ("float32", "bfloat16", "float16"), lambda v: True,
+                  "'float32', 'bfloat16' or 'float16'"),
     }
     for name, value in args.items():
         kind, ok, expected, *optional = rules[name]

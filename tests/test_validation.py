@@ -153,6 +153,9 @@ def test_bad_continuous_actions_are_refused_with_state_intact(action):
         ("dynamic_objects", -1),
         ("memory_capacity", 0),
         ("max_episode_steps", 0),
+        ("device", "gpu0"),
+        ("device", "cuda:7" if not __import__("torch").cuda.is_available() else "cuda:99"),
+        ("dtype", "int8"),
     ],
 )
 def test_bad_env_arguments_are_refused_by_name(name, value):
