@@ -140,7 +140,9 @@ class MirageWorldEnv(gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        frame = self.world.step(self.core.action_to_motion(action)[None])
+        motion, stop = self.core.task.motion(action)
+        frame = self.world.step(motion[None])
+        reward, terminated = self.core.task.outcome(0, frame, stop)
         self._elapsed += 1
         self._frame = frame
         self._path.append(frame.pose[0][:3, 3].copy())
@@ -148,7 +150,7 @@ class MirageWorldEnv(gym.Env):
         truncated = limit is not None and self._elapsed >= limit
         if self.render_mode == "human":
             self.render()
-        return self.core.observation(frame, 0), self.core.reward(frame, 0), False, bool(truncated), self.core.info(frame, 0)
+        return self.core.observation(frame, 0), reward, terminated, bool(truncated), self.core.info(frame, 0)
 
     def render(self):
         if self.render_mode is None:
@@ -184,6 +186,8 @@ class MirageWorldEnv(gym.Env):
         tensors, meta = self.world.snapshot(0)
         tensors["path"] = torch.as_tensor(np.asarray(self._path))
         tensors["frame.rgb"] = torch.as_tensor(self._frame.rgb[0])
+        task_tensors, meta["task"] = self.core.task.snapshot(0)
+        tensors.update(task_tensors)
         meta["env"] = {
             "elapsed": self._elapsed,
             "np_random": self.np_random.bit_generator.state,
@@ -207,10 +211,12 @@ class MirageWorldEnv(gym.Env):
             rng.bit_generator.state = env_meta["np_random"]
             frame_rgb = tensors["frame.rgb"].numpy()
             path_xyz = tensors["path"].numpy()
+            task_state = self.core.task.load_state(tensors, meta.get("task"))
             self.world.restore(0, tensors, meta)
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
         self._np_random = rng
+        self.core.task.set_state(0, task_state)
         self._elapsed = int(env_meta["elapsed"])
         self._path = list(path_xyz)
         self._frame = WorldFrame(
@@ -267,6 +273,8 @@ class WorldAdapter:
         reward_per_voxel: float = 0.05,
         collision_penalty: float = -0.1,
         max_depth: float = 20.0,
+        task: str = "explore",
+        task_options: dict | None = None,
     ):
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
@@ -300,6 +308,11 @@ class WorldAdapter:
         self.world = World(backend, config, num_worlds=num_worlds, device=device)
         self.single_action_space = self.make_action_space(action_mode)
         self.single_observation_space = self.make_observation_space(obs_mode, height, width, self.max_depth)
+        from mirage_gym.tasks import make_task
+
+        self.task = make_task(task, task_options, self)
+        self.single_action_space = self.task.action_space(self.single_action_space)
+        self.single_observation_space = self.task.observation_space(self.single_observation_space)
 
     # ------------------------------------------------------------------ spaces
 
@@ -321,9 +334,11 @@ class WorldAdapter:
 
     def reset_world(self, index: int, np_random: np.random.Generator, options: dict):
         """Start world ``index`` from the options' image or the procedural scene of ``np_random``."""
+        self.scene = None  # initial_frame keeps the procedural scene it renders, for the task
         rgb, depth, keep, fov = self.initial_frame(options, np_random)
         noise_seed = int(np_random.integers(2**31))
-        return self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed, prompt=options.get("prompt"))
+        frame = self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed, prompt=options.get("prompt"))
+        return self.task.reset(index, frame, np_random, self.scene)
 
     def reward(self, frame, index: int) -> float:
         reward = self.reward_per_voxel * float(frame.new_voxels[index])
@@ -367,19 +382,22 @@ class WorldAdapter:
 
         scene_seed = options.get("scene_seed", int(np_random.integers(10_000)))
         scene = make_scene(int(scene_seed), kind=self.scene_kind, dynamic_objects=self.dynamic_objects)
+        self.scene = scene
         r = scene.render(np.eye(4), c.width, c.height, fov_deg=float(fov))
         keep = static_keep_mask(r.depth, r.labels, far=c.far).numpy()
         return r.rgb, r.depth, keep, float(fov)
 
-    def observation(self, frame, index: int):
+    def observation(self, frame, index: int, world: int | None = None):
+        """Observation of row ``index`` of ``frame``, which shows world ``world`` (default: the same)."""
+        world = index if world is None else world
         rgb = frame.rgb[index].copy()
         if self.obs_mode == "rgb":
-            return rgb
+            return self.task.observation(world, rgb)
         depth = np.nan_to_num(frame.depth[index], posinf=self.max_depth).clip(0, self.max_depth)
         obs = {"rgb": rgb, "depth": depth[..., None].astype(np.float32)}
         if self.obs_mode == "dict":
             obs["pose"] = frame.pose[index].astype(np.float32).reshape(16)
-        return obs
+        return self.task.observation(world, obs)
 
     def info(self, frame, index: int, world: int | None = None) -> dict:
         """Info of row ``index`` of ``frame``, which shows world ``world`` (default: the same)."""
@@ -394,6 +412,7 @@ class WorldAdapter:
             "novelty": float(frame.novelty[index]),
             "collision": bool(frame.collision[index]),
             "new_voxels": int(frame.new_voxels[index]),
+            **self.task.info(world),
         }
 
 
