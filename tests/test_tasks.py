@@ -266,3 +266,17 @@ def test_multi_input_policy_trains_on_a_goal_task():
     model = PPO("MultiInputPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)
     assert model.num_timesteps >= 64
+
+
+def test_navigation_report_runs_every_agent(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from agents.navigate import Args, evaluate
+
+    report = evaluate(Args(tasks=["pointnav", "homing"], episodes=1, steps=60, out=str(tmp_path)),
+                      env_kwargs={"model": PoolingBackend()})
+    assert report["tasks"]["pointnav"]["oracle"]["success"]["mean"] == 1.0
+    assert set(report["tasks"]["homing"]) == {"oracle", "random"}
+    assert "| pointnav | oracle | 1.00 |" in (tmp_path / "report.md").read_text()
