@@ -61,6 +61,8 @@ class MirageWorldEnv(gym.Env):
     5 turn right, 6 look up, 7 look down (pitch clamped), 8 no-op. Steps default to 0.2 m
     and 15 degrees. ``action_mode="continuous"``: ``Box(-1, 1, (6,), float32)`` scaled to
     (dx right, dy down, dz forward, dyaw, dpitch, droll) per step; walking is horizontal.
+    Goal tasks add STOP: ``Discrete(10)`` (:class:`~mirage_gym.tasks.GoalAction`, 9 = STOP),
+    or ``Box(-1, 1, (7,))`` whose 7th component > 0 is STOP.
 
     ## Observation Space
     ``obs_mode="rgb"`` (default): ``Box(0, 255, (H, W, 3), uint8)``, H = W = 64.
@@ -68,16 +70,24 @@ class MirageWorldEnv(gym.Env):
     z-depth in metres, sky and anything beyond ``max_depth`` reported as ``max_depth``.
     ``"dict"``: ``rgbd`` plus ``pose``, the 4x4 camera-to-world matrix flattened row-major
     to (16,) float32 (bounded by +-1e4 m), so SB3's ``MultiInputPolicy`` takes it as is.
+    Goal tasks make it a ``Dict`` (``rgb`` plus the above) with ``goal`` (imagenav, homing:
+    the goal view, uint8 like ``rgb``) or ``pointgoal`` (pointnav: distance in metres and
+    bearing in radians, positive to the right, in the agent's frame).
 
     ## Rewards
     Task "explore": ``reward_per_voxel`` for every 0.25 m voxel of static geometry seen for
     the first time in the episode. A move blocked by near geometry earns ``collision_penalty``.
+    Goal tasks (Habitat's): the decrease in geodesic distance to the goal, ``success_reward``
+    (2.5) on success, ``slack_reward`` (-0.01) every step. See :mod:`mirage_gym.tasks`.
 
     ## Starting State
     The camera at the origin of the world frame (the camera frame at reset), level.
 
     ## Episode End
-    No termination in the explore task. Truncation after ``max_episode_steps`` steps: the
+    No termination in the explore task; goal tasks terminate on STOP (or, with
+    ``task_options={"auto_stop": True}``, on arrival) and report ``info["success"]``,
+    ``info["spl"]``, ``info["distance_to_goal"]``, ``path_length`` and
+    ``shortest_path_length``. Truncation after ``max_episode_steps`` steps: the
     registered ids set 500, applied by ``gym.make``'s ``TimeLimit`` (``gym.make(id,
     max_episode_steps=N)`` overrides it) and by the vector env's own per-world counters.
 
@@ -85,7 +95,10 @@ class MirageWorldEnv(gym.Env):
     ``gym.make("MirageWorld-v0", render_mode=None, width=64, height=64, fov_deg=90,
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
     pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
-    max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False)``.
+    max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False,
+    task="explore", task_options=None)``. ``task`` is ``"explore"``, ``"imagenav"``,
+    ``"pointnav"`` or ``"homing"``; ``task_options`` sets the goal tasks'
+    :class:`~mirage_gym.tasks.TaskConfig` (success radius and angle, rewards, goal distances).
     ``model`` is ``"tiny"`` (shipped weights) or a local model directory: the tiny layout, or
     a diffusers Wan2.2-TI2V-5B directory, which also takes ``addon`` (a trained Mirage
     add-on directory; without it the add-on is zero and the generator is the base model),
@@ -102,7 +115,8 @@ class MirageWorldEnv(gym.Env):
     all N worlds.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release; goal tasks (``MirageImageNav-v0``, ``MiragePointNav-v0``,
+      ``MirageHoming-v0``) added as presets of the same env.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 8}
