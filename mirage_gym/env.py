@@ -88,6 +88,8 @@ class MirageWorldEnv(OneCaller, gym.Env):
     5 turn right, 6 look up, 7 look down (pitch clamped), 8 no-op. Steps default to 0.2 m
     and 15 degrees. ``action_mode="continuous"``: ``Box(-1, 1, (6,), float32)`` scaled to
     (dx right, dy down, dz forward, dyaw, dpitch, droll) per step; walking is horizontal.
+    Goal tasks add STOP: ``Discrete(10)`` (:class:`~mirage_gym.tasks.GoalAction`, 9 = STOP),
+    or ``Box(-1, 1, (7,))`` whose 7th component > 0 is STOP.
 
     ## Observation Space
     ``obs_mode="rgb"`` (default): ``Box(0, 255, (H, W, 3), uint8)``, H = W = 64.
@@ -95,16 +97,24 @@ class MirageWorldEnv(OneCaller, gym.Env):
     z-depth in metres, sky and anything beyond ``max_depth`` reported as ``max_depth``.
     ``"dict"``: ``rgbd`` plus ``pose``, the 4x4 camera-to-world matrix flattened row-major
     to (16,) float32 (bounded by +-1e4 m), so SB3's ``MultiInputPolicy`` takes it as is.
+    Goal tasks make it a ``Dict`` (``rgb`` plus the above) with ``goal`` (imagenav, homing:
+    the goal view, uint8 like ``rgb``) or ``pointgoal`` (pointnav: distance in metres and
+    bearing in radians, positive to the right, in the agent's frame).
 
     ## Rewards
     Task "explore": ``reward_per_voxel`` for every 0.25 m voxel of static geometry seen for
     the first time in the episode. A move blocked by near geometry earns ``collision_penalty``.
+    Goal tasks (Habitat's): the decrease in geodesic distance to the goal, ``success_reward``
+    (2.5) on success, ``slack_reward`` (-0.01) every step. See :mod:`mirage_gym.tasks`.
 
     ## Starting State
     The camera at the origin of the world frame (the camera frame at reset), level.
 
     ## Episode End
-    No termination in the explore task. Truncation after ``max_episode_steps`` steps: the
+    No termination in the explore task; goal tasks terminate on STOP (or, with
+    ``task_options={"auto_stop": True}``, on arrival) and report ``info["success"]``,
+    ``info["spl"]``, ``info["distance_to_goal"]``, ``path_length`` and
+    ``shortest_path_length``. Truncation after ``max_episode_steps`` steps: the
     registered ids set 500, applied by ``gym.make``'s ``TimeLimit`` (``gym.make(id,
     max_episode_steps=N)`` overrides it) and by the vector env's own per-world counters.
 
@@ -114,7 +124,9 @@ class MirageWorldEnv(OneCaller, gym.Env):
     pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
     max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False, reward_per_voxel=0.05,
     collision_penalty=-0.1, max_depth=20.0, num_threads=1, addon=None, depth_model=None, device="cpu",
-    dtype="float32")``.
+    dtype="float32", task="explore", task_options=None)``. ``task`` is ``"explore"``, ``"imagenav"``,
+    ``"pointnav"`` or ``"homing"``; ``task_options`` sets the goal tasks'
+    :class:`~mirage_gym.tasks.TaskConfig` (success radius and angle, rewards, goal distances).
     ``model`` is ``"tiny"`` (shipped weights) or a local model directory: the tiny layout, or
     a diffusers Wan2.2-TI2V-5B directory, which also takes ``addon`` (a trained Mirage
     add-on directory; without it the add-on is zero and the generator is the base model),
@@ -142,7 +154,8 @@ class MirageWorldEnv(OneCaller, gym.Env):
     all N worlds.
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release; goal tasks (``MirageImageNav-v0``, ``MiragePointNav-v0``,
+      ``MirageHoming-v0``) added as presets of the same env.
     """
 
     # "human" (a pygame window) only where pygame is installed: the modes listed are the modes that work
@@ -194,7 +207,9 @@ class MirageWorldEnv(OneCaller, gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        frame = self.world.step(self.core.action_to_motion(action)[None])
+        motion, stop = self.core.task.motion(action)
+        frame = self.world.step(motion[None])
+        reward, terminated = self.core.task.outcome(0, frame, stop)
         self._elapsed += 1
         self._frame = frame
         self._path.append(frame.pose[0][:3, 3].copy())
@@ -202,7 +217,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         truncated = limit is not None and self._elapsed >= limit
         if self.render_mode == "human":
             self.render()
-        return self.core.observation(frame, 0), self.core.reward(frame, 0), False, bool(truncated), self.core.info(frame, 0)
+        return self.core.observation(frame, 0), reward, terminated, bool(truncated), self.core.info(frame, 0)
 
     @env_work
     def render(self):
@@ -242,6 +257,8 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = self.world.snapshot(0)
         tensors["path"] = torch.as_tensor(np.asarray(self._path, dtype=np.float64))
         tensors["frame.rgb"] = torch.as_tensor(self._frame.rgb[0])
+        task_tensors, meta["task"] = self.core.task.snapshot(0)
+        tensors.update(task_tensors)
         meta["env"] = {
             "elapsed": self._elapsed,
             "np_random": self.np_random.bit_generator.state,
@@ -269,12 +286,15 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = snapshot.load_snapshot(path)
         try:
             staged = self._checked_snapshot(tensors, meta)
-            self.world.restore(0, {k: v for k, v in tensors.items() if k not in ENV_TENSORS}, meta)
+            task_state = self.core.task.load_state(tensors, meta.get("task"))
+            self.world.restore(0, {k: v for k, v in tensors.items()
+                                   if k not in ENV_TENSORS and not k.startswith("task.")}, meta)
         except snapshot.SnapshotError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise snapshot.SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
         self._np_random, self._elapsed, self._path, self._frame = staged
+        self.core.task.set_state(0, task_state)
         return self.core.observation(self._frame, 0), self.core.info(self._frame, 0)
 
     def _checked_snapshot(self, tensors: dict, meta: dict):
@@ -409,6 +429,8 @@ class WorldAdapter:
         collision_penalty: float = -0.1,
         max_depth: float = 20.0,
         num_threads: int | None = 1,
+        task: str = "explore",
+        task_options: dict | None = None,
     ):
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
@@ -444,6 +466,11 @@ class WorldAdapter:
         self.world = World(backend, config, num_worlds=num_worlds, device=device)
         self.single_action_space = self.make_action_space(action_mode)
         self.single_observation_space = self.make_observation_space(obs_mode, height, width, self.max_depth)
+        from mirage_gym.tasks import make_task
+
+        self.task = make_task(task, task_options, self)
+        self.single_action_space = self.task.action_space(self.single_action_space)
+        self.single_observation_space = self.task.observation_space(self.single_observation_space)
 
     # ------------------------------------------------------------------ spaces
 
@@ -465,9 +492,11 @@ class WorldAdapter:
 
     def reset_world(self, index: int, np_random: np.random.Generator, start: dict):
         """Start world ``index`` from :meth:`checked_start`'s image or the procedural scene of ``np_random``."""
+        self.scene = None  # initial_frame keeps the procedural scene it renders, for the task
         rgb, depth, keep, fov = self.initial_frame(start, np_random)
         noise_seed = int(np_random.integers(2**31))
-        return self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed, prompt=start.get("prompt"))
+        frame = self.world.reset(index, rgb, depth, keep, fov_deg=fov, seed=noise_seed, prompt=start.get("prompt"))
+        return self.task.reset(index, frame, np_random, self.scene)
 
     def reward(self, frame, index: int) -> float:
         reward = self.reward_per_voxel * float(frame.new_voxels[index])
@@ -532,19 +561,22 @@ class WorldAdapter:
         c = self.world.config
         scene_seed = start["scene_seed"] if start["scene_seed"] is not None else int(np_random.integers(SCENE_SEEDS))
         scene = make_scene(scene_seed, kind=self.scene_kind, dynamic_objects=self.dynamic_objects)
+        self.scene = scene
         r = scene.render(np.eye(4), c.width, c.height, fov_deg=start["fov"])
         keep = static_keep_mask(r.depth, r.labels, far=c.far).numpy()
         return r.rgb, r.depth, keep, start["fov"]
 
-    def observation(self, frame, index: int):
+    def observation(self, frame, index: int, world: int | None = None):
+        """Observation of row ``index`` of ``frame``, which shows world ``world`` (default: the same)."""
+        world = index if world is None else world
         rgb = frame.rgb[index].copy()
         if self.obs_mode == "rgb":
-            return rgb
+            return self.task.observation(world, rgb)
         depth = np.nan_to_num(frame.depth[index], posinf=self.max_depth).clip(0, self.max_depth)
         obs = {"rgb": rgb, "depth": depth[..., None].astype(np.float32)}
         if self.obs_mode == "dict":
             obs["pose"] = frame.pose[index].astype(np.float32).reshape(16)
-        return obs
+        return self.task.observation(world, obs)
 
     def info(self, frame, index: int, world: int | None = None) -> dict:
         """Info of row ``index`` of ``frame``, which shows world ``world`` (default: the same)."""
@@ -559,6 +591,7 @@ class WorldAdapter:
             "novelty": float(frame.novelty[index]),
             "collision": bool(frame.collision[index]),
             "new_voxels": int(frame.new_voxels[index]),
+            **self.task.info(world),
         }
 
 

@@ -82,22 +82,21 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
         if actions is None or actions.ndim == 0 or len(actions) != self.num_envs:
             raise ValueError(f"actions must be an array of one action per env ({self.num_envs}), got {given!r}")
         resetting = self._needs_reset.copy()
-        motions = np.stack(
-            [np.zeros(6) if resetting[i] else self.core.action_to_motion(actions[i]) for i in range(self.num_envs)]
-        )
+        moves = [(np.zeros(6), False) if resetting[i] else self.core.task.motion(actions[i]) for i in range(self.num_envs)]
         start = self.core.checked_start({})
-        frame = self.world.step(motions)
-        rewards = np.array([self.core.reward(frame, i) for i in range(self.num_envs)], dtype=np.float64)
+        frame = self.world.step(np.stack([motion for motion, _ in moves]))
+        outcomes = [(0.0, False) if resetting[i] else self.core.task.outcome(i, frame, stop) for i, (_, stop) in enumerate(moves)]
+        rewards = np.array([reward for reward, _ in outcomes], dtype=np.float64)
         self._elapsed += 1
         limit = self.core.max_episode_steps  # make_vec passes the registered 500
         truncations = self._elapsed >= limit if limit is not None else np.zeros(self.num_envs, dtype=bool)
-        terminations = np.zeros(self.num_envs, dtype=bool)
+        terminations = np.array([ended for _, ended in outcomes], dtype=bool)
         for i in range(self.num_envs):
             self._frames[i] = (frame, i)
         for i in np.flatnonzero(resetting):
             self._after_reset(int(i), self.core.reset_world(int(i), self._rngs[i], start))
             rewards[i] = 0.0
-            truncations[i] = False
+            terminations[i] = truncations[i] = False
         self._needs_reset = terminations | truncations
         return self._batch_observations(), rewards, terminations, truncations, self._batch_infos(np.ones(self.num_envs, bool))
 
@@ -134,7 +133,7 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
 
     def _batch_observations(self):
         out = create_empty_array(self.single_observation_space, self.num_envs)
-        items = [self.core.observation(frame, j) for frame, j in self._frames]
+        items = [self.core.observation(frame, j, world=i) for i, (frame, j) in enumerate(self._frames)]
         return concatenate(self.single_observation_space, items, out)
 
     def _batch_infos(self, mask: np.ndarray) -> dict:
