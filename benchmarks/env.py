@@ -6,7 +6,10 @@ Measured side by side in one run on this machine: every ratio times its two side
 alternately, step by step, so drifts in machine speed cancel. Targets: one env >= 25
 steps/s at 64x64; 8 batched worlds >= 3x one env in aggregate; per-step time at step 2000
 within 1.15x of a fresh env's step ~20 (the end of the run is reported too); resident
-memory growth over 5000 steps < 50 MB. Random-walk actions (mostly turns and forward moves).
+memory growth over 5000 steps < 50 MB. Random-walk actions (mostly turns and forward moves),
+except where said: one env under uniform random actions (look up/down included) is timed
+beside one under the random walk (target >= 30 steps/s), and two envs are timed three ways
+side by side: an ``AsyncVectorEnv`` of 2 workers, a ``SyncVectorEnv`` and the batched env.
 """
 
 from __future__ import annotations
@@ -109,6 +112,52 @@ def vector_env(model: str, num_envs: int, steps: int, seed: int = 0) -> dict:
     }
 
 
+def uniform_random(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Every action equally likely (look up/down included), as ``action_space.sample()`` gives."""
+    return rng.integers(0, 9, size=n)
+
+
+def action_mixes(model: str, steps: int, seed: int = 0) -> dict:
+    """One env under uniform random actions and one under the random walk, stepped alternately."""
+    envs = {name: fresh_env(model, seed) for name in ("uniform_random", "random_walk")}
+    mixes = {"uniform_random": uniform_random, "random_walk": random_walk}
+    rng = np.random.default_rng(seed)
+    times = {name: [] for name in envs}
+    for t in range(steps):
+        order = list(envs) if t % 2 == 0 else list(envs)[::-1]
+        for name in order:
+            times[name].append(timed_step(envs[name], int(mixes[name](rng, 1)[0])))
+    return {f"{name}_steps_per_second": 1.0 / float(np.median(ts)) for name, ts in times.items()}
+
+
+def two_env_setups(model: str, steps: int, seed: int = 0) -> dict:
+    """Two envs three ways, stepped in turn: ``AsyncVectorEnv`` (2 worker processes, one
+    torch thread each by default), ``SyncVectorEnv`` (both in this process) and the batched
+    vector env (one generator forward for both)."""
+    def make():
+        return gym.make("MirageWorld-v0", model=model)
+
+    setups = {
+        "async_2_workers": gym.vector.AsyncVectorEnv([make, make], context="fork"),
+        "sync_2_envs": gym.vector.SyncVectorEnv([make, make]),
+        "batched_2_worlds": gym.make_vec("MirageWorld-v0", num_envs=2, vectorization_mode="vector_entry_point", model=model),
+    }
+    rng = np.random.default_rng(seed)
+    times = {name: [] for name in setups}
+    try:
+        for name, vec in setups.items():
+            vec.reset(seed=seed)
+            vec.step(uniform_random(rng, 2))
+        for t in range(steps):
+            names = list(setups)
+            for name in names[t % 3:] + names[:t % 3]:
+                times[name].append(timed_step(setups[name], uniform_random(rng, 2)))
+    finally:
+        for vec in setups.values():
+            vec.close()
+    return {f"{name}_aggregate_steps_per_second": 2.0 / float(np.median(ts)) for name, ts in times.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run for CI (fewer steps)")
@@ -118,16 +167,25 @@ def main(argv=None) -> dict:
     long_steps = 300 if args.quick else 5000
     single = single_env(args.model, long_steps, window=20 if args.quick else 100)
     vec = vector_env(args.model, 8, 10 if args.quick else 100)
+    mixes = action_mixes(args.model, 10 if args.quick else 300)
+    setups = two_env_setups(args.model, 10 if args.quick else 150)
     results = {
         "quick": args.quick,
         "single": single,
         "vector": vec,
         "vector_speedup": vec["speedup"],
+        "action_mixes": mixes,
+        "two_envs": setups,
     }
     print(f"{'measure':44s} {'value':>10s}  target")
     mid = single["mid_step"]
     rows = [
         ("one env, steps/s (64x64)", single["steps_per_second"], ">= 25"),
+        ("one env, uniform random actions, steps/s", mixes["uniform_random_steps_per_second"], ">= 30"),
+        ("one env beside it, random walk, steps/s", mixes["random_walk_steps_per_second"], ""),
+        ("2 envs: AsyncVectorEnv, aggregate steps/s", setups["async_2_workers_aggregate_steps_per_second"], ""),
+        ("2 envs: SyncVectorEnv, aggregate steps/s", setups["sync_2_envs_aggregate_steps_per_second"], ""),
+        ("2 envs: batched, aggregate steps/s", setups["batched_2_worlds_aggregate_steps_per_second"], ""),
         ("8 batched worlds, aggregate steps/s", vec["aggregate_steps_per_second"], ""),
         ("one env stepped beside them, steps/s", vec["one_env_steps_per_second_beside"], ""),
         ("batched speed-up over one env", results["vector_speedup"], ">= 3"),

@@ -19,6 +19,7 @@ fidelity >= 22 dB; AbsRel <= 0.15; sharpness >= 0.85; step <= 40 ms.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from dataclasses import replace
@@ -101,11 +102,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--out", default="outputs/quality", help="folder for PNG strips and mp4s")
     parser.add_argument("--scenes", type=int, default=None)
+    parser.add_argument("--sampler-steps", type=int, default=None, help="override the model's sampler steps")
     args = parser.parse_args(argv)
 
     from mirage_gym.env import load_backend
 
     backend = load_backend(args.model)
+    if args.sampler_steps is not None:  # the same weights with another number of sampler steps
+        from mirage_gym.models.sampler import FlowMatchEulerSampler
+
+        backend = copy.copy(backend)
+        backend.sampler = FlowMatchEulerSampler(args.sampler_steps, backend.sampler.shift)
     n = args.scenes or (4 if args.quick else 20)
     seeds = list(range(HELD_OUT_SEED, HELD_OUT_SEED + n))
     out = Path(args.out)

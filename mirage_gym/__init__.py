@@ -3,5 +3,18 @@
 from mirage_gym.registration import register_envs
 
 __version__ = "0.1.0"
+__all__ = ["Action", "load_snapshot", "register_envs", "save_snapshot"]
+
+# imported on first use, so ``import mirage_gym`` (which registers the ids) stays free of torch
+_LAZY = {"Action": "mirage_gym.geometry", "load_snapshot": "mirage_gym.env", "save_snapshot": "mirage_gym.env"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mirage_gym' has no attribute {name!r}")
+
 
 register_envs()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from mirage_gym.geometry import (
     RigConfig,
     apply_motion,
+    check_intrinsics,
     intrinsics_from_fov,
     invert_pose,
     pixel_grid,
@@ -160,6 +161,11 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
+    """(B, T, 3, H, W) float in [0, 1] -> (B, T, H, W, 3) uint8."""
+    return to_uint8(frames.flatten(0, 1)).reshape(*frames.shape[:2], *frames.shape[-2:], 3)
+
+
 class World:
     """``num_worlds`` independent worlds that share one world model and step together."""
 
@@ -199,6 +205,16 @@ class World:
             device=self.device,
         )
 
+    def check_prompt(self, prompt) -> None:
+        """Refuse a prompt this world model cannot take (before anything changes)."""
+        if prompt is None:
+            return
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
+        if not getattr(self.backend, "takes_prompts", False):
+            raise ValueError("prompt given, but this world model takes no text (a Wan2.2 directory needs "
+                             "text_encoder/ and tokenizer/)")
+
     def _new_stream(self):
         new = getattr(self.backend, "new_stream", None)
         return None if new is None else new()
@@ -234,9 +250,8 @@ class World:
         h, w = c.height, c.width
         if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be ({h}, {w}, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        self.check_prompt(prompt)
         embed_prompt = getattr(self.backend, "embed_prompt", None)
-        if embed_prompt is None and prompt is not None:
-            raise ValueError("prompt given, but this world model takes no text")
         text = None if embed_prompt is None else embed_prompt(prompt)
         self.intrinsics[index] = intrinsics_from_fov(w, h, fov_deg if fov_deg is not None else c.fov_deg)
         self.states[index] = 0.0
@@ -259,7 +274,7 @@ class World:
         self.depth[index] = depth_np
         new = int(self._remember([index], latent, known[:, 0], None if keep_mask is None else keep_mask[None],
                                  confidence)[0])
-        frames = to_uint8(shown.flatten(0, 1)).reshape(1, -1, h, w, 3)
+        frames = to_uint8_frames(shown)
         return WorldFrame(
             rgb=frames[:, -1].copy(),
             depth=depth_np[None].astype(np.float32),
@@ -350,10 +365,9 @@ class World:
         self.states = states.copy()
         self.context = torch.cat([self.context[:, 1:], latents[:, None].to(self.context)], 1)
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
-        shown = to_uint8(torch.cat([frames[:, :-1], rgb[:, None]], 1).flatten(0, 1))
+        shown = to_uint8_frames(torch.cat([frames[:, :-1], rgb[:, None]], 1))  # the last frame as placed
         worlds = list(range(self.num_worlds))
         new_voxels = self._remember(worlds, latents, depth[:, 0], None, c.generated_confidence, remembered=readouts)
-        shown = shown.reshape(self.num_worlds, -1, *shown.shape[1:])
         return WorldFrame(
             rgb=shown[:, -1].copy(),
             depth=self.depth.copy(),
@@ -457,6 +471,7 @@ class World:
             if name not in tensors or tuple(tensors[name].shape) != shape:
                 got = tuple(tensors[name].shape) if name in tensors else "missing"
                 raise ValueError(f"snapshot tensor {name!r} must have shape {shape}, got {got}")
+        check_snapshot_tensors(self.snapshot(index)[0], tensors, self.config)
         memory = self._new_memory()
         memory.load_state_dict({k.removeprefix("memory."): v for k, v in tensors.items() if k.startswith("memory.")})
         coverage = CoverageGrid(self.config.coverage_voxel, self.device)
@@ -505,6 +520,41 @@ class World:
         stats = self.memories[index].stats()
         stats["coverage_voxels"] = len(self.coverage[index])
         return stats
+
+
+def check_snapshot_tensors(reference: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+                           config: WorldConfig) -> None:
+    """Raise ``ValueError`` unless snapshot ``tensors`` have exactly the names, dtypes and
+    ranks of ``reference`` (a snapshot this world makes) and values a world can continue
+    from: finite numbers (depth may be ``inf``, for sky, but not NaN or negative), a rig
+    state within its pitch and roll limits, pinhole intrinsics, a non-negative step count
+    and strictly increasing coverage keys. Fixed shapes are checked by the caller first.
+    A decoder stream's tensors (``stream.*``) vary with its state and are checked against
+    the stream's own layout when it is rebuilt."""
+    reference = {k: v for k, v in reference.items() if not k.startswith("stream.")}
+    names = {k for k in tensors if not k.startswith("stream.")}
+    missing, unexpected = sorted(set(reference) - names), sorted(names - set(reference))
+    if missing or unexpected:
+        raise ValueError(f"snapshot tensors do not fit this world: missing {missing}, unexpected {unexpected}")
+    for name, ref in reference.items():
+        t = tensors[name]
+        if t.dtype != ref.dtype or t.ndim != ref.ndim:
+            raise ValueError(f"snapshot tensor {name!r} must be {ref.dtype} of rank {ref.ndim}, got {t.dtype} of rank {t.ndim}")
+        if t.is_floating_point() and name != "depth" and not torch.isfinite(t).all():
+            raise ValueError(f"snapshot tensor {name!r} contains NaN or inf")
+    depth = tensors["depth"]
+    if torch.isnan(depth).any() or (depth < 0).any():
+        raise ValueError("snapshot tensor 'depth' must be non-negative metres (inf for sky), got NaN or negative values")
+    state = tensors["state"].numpy()
+    limits = np.radians([config.rig.pitch_limit_deg, config.rig.roll_limit_deg]) + 1e-9
+    if np.any(np.abs(state[4:]) > limits):
+        raise ValueError(f"snapshot tensor 'state' has pitch/roll {state[4:].tolist()} beyond the rig's limits {limits.tolist()}")
+    check_intrinsics(tensors["intrinsics"], "snapshot tensor 'intrinsics'")
+    if int(tensors["steps"]) < 0:
+        raise ValueError(f"snapshot tensor 'steps' must be >= 0, got {tensors['steps'].tolist()}")
+    keys = tensors["coverage"]
+    if keys.numel() > 1 and not (keys[1:] > keys[:-1]).all():
+        raise ValueError("snapshot tensor 'coverage' must hold strictly increasing voxel keys")
 
 
 def resize_image(rgb: np.ndarray, height: int, width: int) -> np.ndarray:

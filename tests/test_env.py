@@ -31,7 +31,7 @@ def test_gymnasium_and_sb3_checkers_pass(env_id):
         # allowed: metric depth is a float32 (H, W, 1) map on purpose, which SB3 flags as
         # "an image that is not uint8"; its MultiInputPolicy flattens it, as intended
         warnings.filterwarnings("ignore", message="It seems that your observation (space )?depth is an image")
-        gym_check_env(env.unwrapped, skip_render_check=True)
+        gym_check_env(env.unwrapped)  # with its defaults: every listed render mode, close twice
         sb3_check_env(env.unwrapped, warn=True)
     env.close()
 
@@ -236,3 +236,24 @@ def test_episode_length_follows_gym_make_beyond_the_registered_limit():
         steps += 1
     assert steps == 503
     assert gym.spec("MirageWorld-v0").max_episode_steps == 500
+
+
+def test_render_modes_list_only_modes_that_work():
+    from mirage_gym.env import HAS_PYGAME, MirageWorldEnv
+
+    assert ("human" in MirageWorldEnv.metadata["render_modes"]) == HAS_PYGAME
+
+
+def test_conventions_users_reach_for():
+    import subprocess
+    import sys
+
+    from mirage_gym import Action as Exported
+
+    assert Exported is Action
+    env = make("MirageWorld-v0")
+    assert env.unwrapped.get_action_meanings() == [a.name for a in Action] and len(Action) == env.action_space.n
+    assert env.unwrapped.get_action_meanings()[int(Action.LOOK_UP)] == "LOOK_UP"
+    assert len(make("MirageWorldContinuous-v0").unwrapped.get_action_meanings()) == 6
+    result = subprocess.run([sys.executable, "-m", "mirage_gym", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "render" in result.stdout

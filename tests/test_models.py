@@ -227,12 +227,17 @@ def test_missing_or_corrupt_weights_raise_clear_errors(tmp_path):
     shutil.copytree(shipped_model_path(), broken)
     weights = broken / "transformer" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="does not match its sha256"):
+        load_backend(broken)
+    manifest = broken / "mirage_model.json"
+    unhashed = json.loads(manifest.read_text())
+    del unhashed["files"]  # a model directory from before hashes were recorded
+    manifest.write_text(json.dumps(unhashed))
     with pytest.raises(ModelLoadError, match="could not load the model"):
         load_backend(broken)
     weights.unlink()
     with pytest.raises(ModelLoadError, match=str(weights).replace("\\", "\\\\")):
         load_backend(broken)
-    manifest = broken / "mirage_model.json"
     manifest.write_text(json.dumps(dict(json.loads(manifest.read_text()), format_version=99)))
     with pytest.raises(ModelLoadError, match="format_version"):
         load_backend(broken)

@@ -120,6 +120,15 @@ def test_snapshot_continues_identically(dirs, tmp_path):
     again = [other.step(int(a))[0] for a in (Action.TURN_LEFT, Action.STRAFE_RIGHT)]
     np.testing.assert_array_equal(np.stack(later), np.stack(again))
     np.testing.assert_array_equal(frames, other.unwrapped.step_frames)
+    # a decoder stream that lost a tensor is refused, and the env is left as it was
+    from mirage_gym import snapshot
+
+    tensors, meta = snapshot.load_snapshot(tmp_path / "w.snap")
+    dropped = sorted(k for k in tensors if k.startswith("stream."))[0]
+    snapshot.save_snapshot(tmp_path / "bad.snap", {k: v for k, v in tensors.items() if k != dropped}, meta)
+    with pytest.raises(snapshot.SnapshotError, match="decode stream tensors"):
+        other.unwrapped.load_snapshot(tmp_path / "bad.snap")
+    np.testing.assert_array_equal(frames, other.unwrapped.step_frames)
 
 
 def test_vector_env_batches_wan_worlds(dirs):
@@ -143,7 +152,7 @@ def test_prompt_conditions_the_world(dirs):
     prompted = rollout(env, TURNS[:2], prompt="a bright red room")
     assert not np.array_equal(plain[1:], prompted[1:])
     np.testing.assert_array_equal(rollout(env, TURNS[:2], prompt="a bright red room"), prompted)
-    with pytest.raises(ValueError, match="no text_encoder"):
+    with pytest.raises(ValueError, match="takes no text .*needs text_encoder"):
         make(dirs).reset(options={"prompt": "a room"})
     with pytest.raises(ValueError, match="takes no text"):
         gym.make("MirageWorld-v0").reset(options={"prompt": "a room"})

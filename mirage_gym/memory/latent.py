@@ -388,6 +388,11 @@ class LatentSpatialMemory:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def points(self) -> torch.Tensor:
+        """(N, 3) world xyz of the remembered entries (a view of the store: do not modify)."""
+        return self._xyz[: self.size]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors only (safetensors-friendly); config travels separately via :meth:`config`."""
         n = self.size

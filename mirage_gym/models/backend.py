@@ -2,7 +2,8 @@
 
 Layout of a model directory (no pickles; everything loads offline)::
 
-    mirage_model.json                 format version, latent statistics, sampler settings
+    mirage_model.json                 format version, latent statistics, sampler settings and the
+                                      SHA-256 of every file below (checked on load)
     codec/                            diffusers AutoencoderTiny (config.json + safetensors)
     codec_embedding.safetensors       the codec's linear patch embedding and its inverse
     transformer/                      diffusers WanVACETransformer3DModel
@@ -13,7 +14,9 @@ Layout of a model directory (no pickles; everything loads offline)::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +31,9 @@ MANIFEST = "mirage_model.json"
 CAMERA_FILE = "camera_tokens.safetensors"
 EMBEDDING_FILE = "codec_embedding.safetensors"
 EMBEDDING_KEYS = ("embed.weight", "embed.bias", "unembed.weight", "unembed.bias")  # RGBDCodec's linear path
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+MODEL_FILES = ("codec/config.json", f"codec/{WEIGHTS}", CAMERA_FILE, EMBEDDING_FILE, "transformer/config.json",
+               f"transformer/{WEIGHTS}")
 
 
 class ModelLoadError(ValueError):
@@ -98,6 +104,7 @@ class LatentWorldModel(torch.nn.Module):
             "codec": {"patch_size": self.codec.patch_size},
             "camera_tokens": {"dim": self.generator.camera_tokens.dim, "tokens": self.generator.camera_tokens.tokens},
             "sampler": {"steps": self.sampler.steps, "shift": self.sampler.shift, "hold_memory": self.hold_memory},
+            "files": {name: file_sha256(path / name) for name in MODEL_FILES},
         }
         (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -108,24 +115,10 @@ class LatentWorldModel(torch.nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise ModelLoadError(f"no model at {path}: {MANIFEST} is missing")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(
-                f"{manifest_path} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
-            )
-        for part in ("codec", "transformer"):
-            weights = path / part / "diffusion_pytorch_model.safetensors"
-            if not weights.is_file():
-                raise ModelLoadError(f"model weights missing: {weights}")
-        for name in (CAMERA_FILE, EMBEDDING_FILE):
-            if not (path / name).is_file():
-                raise ModelLoadError(f"model weights missing: {path / name}")
+        manifest = read_manifest(path)
+        if sampler_steps is not None and (isinstance(sampler_steps, bool) or not isinstance(sampler_steps, int)
+                                          or sampler_steps < 1):
+            raise ModelLoadError(f"sampler_steps must be a positive int or None, got {sampler_steps!r}")
         try:
             codec = RGBDCodec(_quiet_load(AutoencoderTiny, path / "codec"), int(manifest["codec"]["patch_size"]))
             embedding = load_file(path / EMBEDDING_FILE)
@@ -137,14 +130,99 @@ class LatentWorldModel(torch.nn.Module):
             cam = manifest["camera_tokens"]
             camera_tokens = CameraTokens(int(cam["dim"]), int(cam["tokens"]))
             camera_tokens.load_state_dict(load_file(path / CAMERA_FILE))
+            for module, part in ((codec.autoencoder, "codec"), (transformer, "transformer")):
+                _check_weights_fit(module, path / part / WEIGHTS)
+            steps = sampler_steps if sampler_steps is not None else manifest["sampler"]["steps"]
+            sampler = FlowMatchEulerSampler(steps, float(manifest["sampler"].get("shift", 1.0)))
+            hold = bool(manifest["sampler"].get("hold_memory", False))
+            return cls(codec, LatentGenerator(transformer, camera_tokens), sampler, hold_memory=hold).to(device)
         except ModelLoadError:
             raise
         except Exception as exc:  # diffusers/safetensors raise many types for a broken file
             raise ModelLoadError(f"could not load the model at {path}: {type(exc).__name__}: {exc}") from exc
-        steps = sampler_steps if sampler_steps is not None else int(manifest["sampler"]["steps"])
-        sampler = FlowMatchEulerSampler(steps, float(manifest["sampler"].get("shift", 1.0)))
-        hold = bool(manifest["sampler"].get("hold_memory", False))
-        return cls(codec, LatentGenerator(transformer, camera_tokens), sampler, hold_memory=hold).to(device)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(path: Path) -> dict:
+    """The checked manifest of model directory ``path``: every section the loader reads is
+    there with values of the right kind, and every file is present and, where the manifest
+    records its SHA-256 (every model saved by this version), unchanged. Raises
+    :class:`ModelLoadError` naming the file and what is wrong."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelLoadError(f"no model at {path}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{manifest_path} must hold a JSON object, got a {type(manifest).__name__}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{manifest_path} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+
+    def positive_int(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    def numbers(v):
+        return isinstance(v, list) and len(v) > 0 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+    fields = {
+        ("latents_mean",): (numbers, "a list of numbers"),
+        ("latents_std",): (lambda v: numbers(v) and min(v) > 0, "a list of positive numbers"),
+        ("codec", "patch_size"): (positive_int, "a positive int"),
+        ("camera_tokens", "dim"): (positive_int, "a positive int"),
+        ("camera_tokens", "tokens"): (positive_int, "a positive int"),
+        ("sampler", "steps"): (positive_int, "a positive int"),
+        ("sampler", "shift"): (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                               "a positive number"),
+        ("sampler", "hold_memory"): (lambda v: isinstance(v, bool), "a bool"),
+    }
+    for keys, (ok, expected) in fields.items():
+        value = manifest
+        for key in keys:
+            value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is _MISSING or not ok(value):
+            shown = "missing" if value is _MISSING else repr(value)
+            raise ModelLoadError(f"{manifest_path}: {'.'.join(keys)} must be {expected}, got {shown}")
+    for name in MODEL_FILES:
+        if not (path / name).is_file():
+            raise ModelLoadError(f"model weights missing: {path / name}")
+    recorded = manifest.get("files", {})
+    if not isinstance(recorded, dict):
+        raise ModelLoadError(f"{manifest_path}: files must map file names to SHA-256 hex digests")
+    for name, digest in recorded.items():
+        if name not in MODEL_FILES:
+            raise ModelLoadError(f"{manifest_path}: files lists {name!r}, which is not a model file {MODEL_FILES}")
+        if file_sha256(path / name) != digest:
+            raise ModelLoadError(f"{path / name} does not match its sha256 in {manifest_path}: the file is corrupt or was changed")
+    return manifest
+
+
+_MISSING = object()
+
+
+def _check_weights_fit(module: torch.nn.Module, weights: Path) -> None:
+    """Raise :class:`ModelLoadError` unless ``weights`` hold exactly ``module``'s tensors
+    (diffusers drops unexpected ones silently: a config with fewer layers than its weights)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        stored = set(f.keys())
+    expected = set(module.state_dict())
+    if stored != expected:
+        missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+        raise ModelLoadError(f"{weights} does not fit the config beside it: missing {missing[:3]}"
+                             f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                             f"{'...' if len(unexpected) > 3 else ''}")
 
 
 def _quiet_load(cls, folder: Path):
@@ -176,10 +254,15 @@ def load_backend(model: str | Path = "tiny", device: str | torch.device = "cpu",
                              "or model_index.json for Wan2.2)")
     from mirage_gym.models.wan import WanWorldModel, is_wan_directory
 
-    if is_wan_directory(path):
-        return WanWorldModel.from_pretrained(path, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
-    if addon is not None or depth_model is not None:
+    if not is_wan_directory(path) and (addon is not None or depth_model is not None):
         raise ModelLoadError(f"addon and depth_model apply to a Wan2.2 directory; {path} is a tiny-layout model")
-    if dtype != "float32":
+    if not is_wan_directory(path) and dtype != "float32":
         raise ModelLoadError(f"the tiny-layout model at {path} runs in float32, got dtype={dtype!r}")
-    return LatentWorldModel.from_pretrained(path, device=device)
+    with _LOAD_LOCK:  # diffusers' loading (lazy imports, meta-device init) is not thread-safe
+        if is_wan_directory(path):
+            return WanWorldModel.from_pretrained(path, addon=addon, depth_model=depth_model, device=device,
+                                                 dtype=dtype)
+        return LatentWorldModel.from_pretrained(path, device=device)
+
+
+_LOAD_LOCK = threading.Lock()

@@ -36,12 +36,16 @@ class DecodeStream:
 
     @classmethod
     def from_state_dict(cls, tensors: dict[str, torch.Tensor], kinds: list, device) -> DecodeStream:
+        expected = {str(i) for i, kind in enumerate(kinds) if kind == "tensor"}
+        if set(tensors) != expected:
+            raise ValueError(f"decode stream tensors {sorted(tensors)} do not match its layout (expected {sorted(expected)})")
         cache = []
         for i, kind in enumerate(kinds):
             if kind == "tensor":
-                if str(i) not in tensors:
-                    raise ValueError(f"decode stream entry {i} is missing")
-                cache.append(tensors[str(i)].to(device))
+                entry = tensors[str(i)]
+                if entry.ndim != 5 or not entry.is_floating_point() or not torch.isfinite(entry).all():
+                    raise ValueError(f"decode stream entry {i} must be a finite (B, C, T, H, W) float tensor")
+                cache.append(entry.to(device))
             elif kind in (None, "Rep"):
                 cache.append(kind)
             else:

@@ -92,6 +92,10 @@ class WanWorldModel:
         return next(self.transformer.parameters()).device
 
     @property
+    def takes_prompts(self) -> bool:
+        return self.text_encoder_path is not None
+
+    @property
     def dtype(self) -> torch.dtype:
         """The DiT's compute dtype (its norms and modulation tables stay float32)."""
         return self.transformer.patch_embedding.weight.dtype

@@ -24,7 +24,10 @@ from mirage_gym.training.data import Sequences
 from mirage_gym.training.loop import TrainLoop
 from mirage_gym.world import World, WorldConfig, to_image_tensor
 
-SAMPLER_STEPS = 3
+SAMPLER_STEPS = 3  # the noise levels the generator trains on
+# the sampler steps the exported model runs: 2 is within 0.15 dB of 3 in fidelity and a third
+# faster (32.5 vs 24.6 steps/s under uniform random actions), at sharpness 0.83 instead of 0.87
+EXPORT_SAMPLER_STEPS = 2
 MEMORY_CELL_WEIGHT = 0.25  # loss weight of cells memory covers, relative to the rest
 
 
@@ -159,5 +162,6 @@ def train_generator_stage(out: Path, cfg, data: Sequences, codec: RGBDCodec, pro
         }
         loop.update(losses)
     model_dir = out / "model"
-    LatentWorldModel(codec, generator.eval(), sampler, hold_memory=True).save_pretrained(model_dir)
+    exported = FlowMatchEulerSampler(EXPORT_SAMPLER_STEPS, sampler.shift)
+    LatentWorldModel(codec, generator.eval(), exported, hold_memory=True).save_pretrained(model_dir)
     return model_dir

@@ -317,11 +317,13 @@ def _truncate_log(log: Path, stage: str, step: int) -> None:
 
 @torch.no_grad()
 def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None = None, sampler_steps: int = 20,
-                   seed: int = 0, progress: bool = True) -> dict:
+                   seed: int = 0, hide_memory: bool = False, progress: bool = True) -> dict:
     """Held-out latent prediction, shaped like env steps: every target latent frame of the
     clips in ``data`` is sampled (hold-memory off, so the figure is what the generator does
     with memory, not the exact copy) and compared with the clip's true latent, over the
-    cells memory covers and over the rest. ``addon=None``: the zero add-on (the base)."""
+    cells memory covers and over the rest. ``addon=None``: the zero add-on (the base);
+    ``hide_memory``: the generator is shown no memory (the ablation). ``mse_copy_covered``
+    is the error of memory's own latents on the covered cells, for reference."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
     from mirage_gym.clips import clip_dirs, read_clip
@@ -338,20 +340,23 @@ def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None 
     dirs = clip_dirs(data)
     grid = _grid_of(WanTrainConfig(base=str(base), data=str(data), out=""), codec, tuple(model.config.patch_size))
     generator = torch.Generator().manual_seed(seed)
-    errors = {"covered": [], "uncovered": []}
+    errors = {"covered": [], "uncovered": [], "copy_covered": []}
     for d in tqdm(dirs, desc="evaluating", disable=not progress):
         samples = clip_samples(read_clip(d), codec, grid)
         for k in range(1, len(samples.latents)):
             window = [max(0, j) for j in range(k - world_model.context_frames, k)]
             noise = torch.randn(samples.latents[k].shape, generator=generator)[None]
-            out = world_model.generate(samples.latents[window][None], samples.memory[k - 1][None],
-                                       samples.mask[k - 1][None], samples.memory_depth[k - 1][None],
+            memory, mask, depth = samples.memory[k - 1], samples.mask[k - 1], samples.memory_depth[k - 1]
+            shown = (torch.zeros_like(memory), torch.zeros_like(mask), torch.full_like(depth, float("inf"))) \
+                if hide_memory else (memory, mask, depth)
+            out = world_model.generate(samples.latents[window][None], *(t[None] for t in shown),
                                        samples.camera[k - 1][None], noise)[0]
             squared = (out - samples.latents[k]).pow(2).mean(0)
-            covered = samples.mask[k - 1][0] > 0
+            covered = mask[0] > 0
             errors["covered"].append(squared[covered])
             errors["uncovered"].append(squared[~covered])
-    result = {"clips": len(dirs), "addon": None if addon is None else str(addon)}
+            errors["copy_covered"].append((memory - samples.latents[k]).pow(2).mean(0)[covered])
+    result = {"clips": len(dirs), "addon": None if addon is None else str(addon), "memory_hidden": hide_memory}
     for name, parts in errors.items():
         values = torch.cat(parts)
         result[f"mse_{name}"] = float(values.mean()) if values.numel() else float("nan")
