@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_gym.files import read_json_object
 from mirage_gym.models.codec import RGBDCodec
 from mirage_gym.models.generator import CameraTokens, LatentGenerator
 from mirage_gym.models.sampler import FlowMatchEulerSampler
@@ -156,14 +157,7 @@ def read_manifest(path: Path) -> dict:
     records its SHA-256 (every model saved by this version), unchanged. Raises
     :class:`ModelLoadError` naming the file and what is wrong."""
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise ModelLoadError(f"no model at {path}: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ModelLoadError(f"{manifest_path} must hold a JSON object, got a {type(manifest).__name__}")
+    manifest = read_json_object(manifest_path, ModelLoadError, f"no model at {path}: {MANIFEST} is missing")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(
             f"{manifest_path} has format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"

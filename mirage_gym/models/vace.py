@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mirage_gym.files import read_json_object
+
 ADDON_FORMAT = "mirage-addon"
 ADDON_VERSION = 1
 ADDON_MANIFEST = "mirage_addon.json"
@@ -230,13 +232,8 @@ def save_addon(transformer, path: str | Path, lora: dict) -> Path:
 def read_addon_manifest(path: str | Path) -> dict:
     path = Path(path)
     manifest_path = path / ADDON_MANIFEST
-    if not manifest_path.is_file():
-        raise AddonLoadError(f"no Mirage add-on at {path}: {ADDON_MANIFEST} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AddonLoadError(f"{manifest_path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != ADDON_FORMAT:
+    manifest = read_json_object(manifest_path, AddonLoadError, f"no Mirage add-on at {path}: {ADDON_MANIFEST} is missing")
+    if manifest.get("format") != ADDON_FORMAT:
         raise AddonLoadError(f"{manifest_path} is not a Mirage add-on manifest (format {ADDON_FORMAT!r} expected)")
     if manifest.get("version") != ADDON_VERSION:
         raise AddonLoadError(f"{manifest_path} has version {manifest.get('version')!r}, this build reads {ADDON_VERSION}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from mirage_gym.files import read_json_object
 from mirage_gym.models.backend import ModelLoadError
 from mirage_gym.models.depth import DepthEstimator
 from mirage_gym.models.generator import CONTROL_EXTRA, control_input
@@ -250,14 +251,7 @@ def is_wan_directory(path: str | Path) -> bool:
 def read_model_index(path: Path) -> dict:
     """``model_index.json`` of a Wan2.2-TI2V directory, checked for the classes this world runs."""
     index_path = path / WAN_INDEX
-    if not index_path.is_file():
-        raise ModelLoadError(f"no Wan model at {path}: {WAN_INDEX} is missing")
-    try:
-        index = json.loads(index_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{index_path} is not valid JSON: {exc}") from exc
-    if not isinstance(index, dict):
-        raise ModelLoadError(f"{index_path} must hold a JSON object")
+    index = read_json_object(index_path, ModelLoadError, f"no Wan model at {path}: {WAN_INDEX} is missing")
     expected = {"transformer": "WanTransformer3DModel", "vae": "AutoencoderKLWan", "scheduler": "UniPCMultistepScheduler"}
     for part, cls in expected.items():
         entry = index.get(part)
