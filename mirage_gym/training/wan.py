@@ -238,7 +238,7 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
         model.enable_gradient_checkpointing()
     model.train()
     patch, dtype = tuple(model.config.patch_size), model.patch_embedding.weight.dtype
-    clips = load_or_encode(cfg, codec, _grid_of(cfg, codec, patch), accelerator, progress and accelerator.is_main_process)
+    clips = load_or_encode(cfg, codec, _grid_of(cfg.data, codec, patch), accelerator, progress and accelerator.is_main_process)
     text = torch.zeros(1, TEXT_TOKENS, int(model.config.text_dim), device=accelerator.device)
     resume = latest_checkpoint(out) if cfg.resume else None
     if accelerator.is_main_process:
@@ -292,11 +292,11 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
     return out
 
 
-def _grid_of(cfg: WanTrainConfig, codec, patch) -> tuple[int, int]:
-    """The latent grid of the clips (all clips share the first clip's size)."""
+def _grid_of(data: str | Path, codec, patch) -> tuple[int, int]:
+    """The latent grid of the clips in ``data`` (all clips share the first clip's size)."""
     from mirage_gym.clips import clip_dirs, read_clip
 
-    height, width = read_clip(clip_dirs(cfg.data)[0]).frames.shape[1:3]
+    height, width = read_clip(clip_dirs(data)[0]).frames.shape[1:3]
     multiple = codec.downsample * patch[1]
     if height % multiple or width % multiple:
         raise ValueError(f"clip frames {height}x{width} must be multiples of {multiple} for this base")
@@ -338,7 +338,7 @@ def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None 
     world_model = WanWorldModel(model, vae, scheduler.config, depth=None, sampler_steps=sampler_steps,
                                 hold_memory=False)
     dirs = clip_dirs(data)
-    grid = _grid_of(WanTrainConfig(base=str(base), data=str(data), out=""), codec, tuple(model.config.patch_size))
+    grid = _grid_of(data, codec, tuple(model.config.patch_size))
     generator = torch.Generator().manual_seed(seed)
     errors = {"covered": [], "uncovered": [], "copy_covered": []}
     for d in tqdm(dirs, desc="evaluating", disable=not progress):
