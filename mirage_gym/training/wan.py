@@ -151,7 +151,8 @@ def load_or_encode(cfg: WanTrainConfig, codec, grid, accelerator, progress: bool
     from mirage_gym.clips import ClipError, clip_dirs, read_clip
 
     dirs = clip_dirs(cfg.data)
-    key = hashlib.sha256(json.dumps([CACHE_FORMAT, str(Path(cfg.base).resolve()), cfg.context_frames,
+    vae_config = (Path(cfg.base) / "vae" / "config.json").read_text()  # the latent normalisation is in it
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, str(Path(cfg.base).resolve()), vae_config, cfg.context_frames,
                                      *[(str(d.resolve()), (d / "geometry.npz").stat().st_mtime_ns) for d in dirs]])
                          .encode()).hexdigest()[:16]
     cache = Path(cfg.out) / "cache" / f"clips-{key}.safetensors"
