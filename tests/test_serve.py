@@ -279,3 +279,20 @@ def test_serve_bad_arguments_exit_2(argv, words, capsys):
 def test_serve_refuses_envs_it_cannot_drive(argv, words, capsys):
     assert main(argv) == 1
     assert words in capsys.readouterr().err
+
+
+def test_quick_load_benchmark_reports_every_figure(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("websockets")
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    sys.modules.pop("serve", None)
+    import serve as bench
+
+    result = bench.main(["--quick", "--json", str(tmp_path / "serve.json")])
+    assert json.loads((tmp_path / "serve.json").read_text()) == result
+    assert [level["clients"] for level in result["levels"]] == [1, 2]
+    for level in result["levels"]:
+        assert level["frames_per_s_per_client_min"] > 0 and level["server_rss_mb_peak"] > 0
+    assert result["direct_env_steps_per_s"]["before"] > 0 and result["direct_env_steps_per_s"]["after"] > 0
