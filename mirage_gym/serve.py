@@ -25,7 +25,9 @@ Protocol (JSON text messages; every server message has a ``type``):
   raised something unexpected gets ``error`` with ``fatal: true`` and the socket closes
   (1011): other sessions carry on.
 
-Nothing the client sends names a file: uploads are written to files the server names in
+A websocket opened by a page from another site (its ``Origin`` is not the server's own
+address) is refused, and ``serve`` on a loopback address answers only to loopback host
+names (no DNS rebinding). Nothing the client sends names a file: uploads are written to files the server names in
 its own temporary folder and removed afterwards. Env work runs on a thread pool (torch
 releases the GIL), one call at a time per session.
 """
@@ -37,6 +39,7 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -44,6 +47,7 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +77,19 @@ class ServeConfig:
     env_kwargs: dict = field(default_factory=dict)
     max_sessions: int = 4  # worlds at once; one more browser is told the server is full
     idle_timeout: float = 600.0  # seconds without a message before a world is closed
-    max_message_bytes: int = 12 * 2**20  # a websocket message longer than this is refused (base64 text)
+    max_message_bytes: int = 12 * 2**20  # a websocket message of more characters is refused (base64 text)
     max_image_bytes: int = 4 * 2**20  # an uploaded start image
     max_image_pixels: int = 4096 * 4096
     max_snapshot_bytes: int = 8 * 2**20  # an uploaded snapshot
     max_record_frames: int = 1000  # recording stops there (each frame is kept raw until the mp4 is made)
     start_seed: int = 0  # the world a new browser sees first
     workers: int | None = None  # threads that run env work; None: one per core, at least 2
+    # Host header names accepted (without port); None accepts any. `serve` on a loopback address
+    # sets the loopback names, so a web page elsewhere cannot reach the server by DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 class Refusal(ValueError):
@@ -393,7 +403,7 @@ HANDLERS = {
 def parse_message(text: str, max_bytes: int) -> tuple[dict, object]:
     """The checked message and its handler; raises :class:`Refusal` for anything malformed."""
     if len(text) > max_bytes:
-        raise Refusal(f"message of {len(text)} bytes is over the limit of {max_bytes} bytes")
+        raise Refusal(f"message of {len(text)} characters is over the limit of {max_bytes}")
     try:
         message = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
@@ -414,7 +424,7 @@ def create_app(config: ServeConfig | None = None, session_factory=Session):
     """The Starlette app. ``session_factory(config, workdir)`` makes a browser's world
     (tests pass one that fails on purpose)."""
     from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from starlette.routing import Route, WebSocketRoute
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -436,14 +446,35 @@ def create_app(config: ServeConfig | None = None, session_factory=Session):
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool["executor"], fn, *args)
 
+    def host_refused(headers) -> str:
+        """Why a request's Host or Origin is refused ("" when it is not)."""
+        host = headers.get("host", "")
+        if config.allowed_hosts is not None and _hostname(host) not in config.allowed_hosts:
+            return f"host {host!r} is not served here (this server answers to {list(config.allowed_hosts)})"
+        origin = headers.get("origin")
+        if origin is not None and urllib.parse.urlsplit(origin).netloc != host:
+            return f"a page from {origin} may not open a world here"  # another site's page in the user's browser
+        return ""
+
     async def page(request):
+        refused = host_refused(request.headers)
+        if refused:
+            return PlainTextResponse(refused, status_code=403)
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     async def health(request):
+        refused = host_refused(request.headers)
+        if refused:
+            return PlainTextResponse(refused, status_code=403)
         return JSONResponse({"sessions": state["sessions"], "max_sessions": config.max_sessions, "served": state["served"]})
 
     async def world(websocket: WebSocket):
+        refused = host_refused(websocket.headers)
         await websocket.accept()
+        if refused:
+            await websocket.send_json({"type": "error", "code": "forbidden", "fatal": True, "message": refused})
+            await websocket.close(code=1008)
+            return
         if state["sessions"] >= config.max_sessions:
             await websocket.send_json({"type": "error", "code": "full", "fatal": True, "message":
                                        f"the server is full: {config.max_sessions} of {config.max_sessions} worlds are "
@@ -521,6 +552,13 @@ def create_app(config: ServeConfig | None = None, session_factory=Session):
     return app
 
 
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8000" -> "::1")."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def check_config(config: ServeConfig) -> None:
     """Build one world as the server would (loading the model once for all sessions);
     raises ``ValueError`` naming what is wrong."""
@@ -544,13 +582,21 @@ def check_config(config: ServeConfig) -> None:
         session.close()
 
 
+def for_address(config: ServeConfig, host: str) -> ServeConfig:
+    """``config`` for a server listening on ``host``: on a loopback address it answers only
+    to loopback host names unless ``allowed_hosts`` says otherwise."""
+    if config.allowed_hosts is None and host in LOOPBACK_NAMES:
+        return dataclasses.replace(config, allowed_hosts=LOOPBACK_NAMES)
+    return config
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     """Run the app with uvicorn until interrupted."""
     import torch
     import uvicorn
 
     torch.set_num_threads(1)  # each world steps on one thread; worlds run side by side on the pool
-    app = create_app(config)
+    app = create_app(for_address(config, host))
     # over this size the websocket layer itself closes the connection (1009); under it, the app refuses in words
     uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=2 * config.max_message_bytes,
                 ws_ping_interval=20.0, ws_ping_timeout=20.0)

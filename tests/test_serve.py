@@ -16,7 +16,7 @@ from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 import mirage_gym  # noqa: E402,F401
 from mirage_gym.cli import main  # noqa: E402
-from mirage_gym.serve import ServeConfig, Session, create_app  # noqa: E402
+from mirage_gym.serve import ServeConfig, Session, create_app, for_address  # noqa: E402
 
 
 def rgb(message: dict, key: str = "frame") -> np.ndarray:
@@ -258,6 +258,29 @@ def test_a_crashed_world_closes_only_its_session():
         reply = ws.receive_json()
         assert reply["fatal"] and "failed to start" in reply["message"] and "no model here" in reply["message"]
         assert c.get("/health").status_code == 200  # the server is still up
+
+
+def test_pages_from_other_sites_and_unknown_host_names_are_refused():
+    with client(allowed_hosts=("127.0.0.1", "localhost", "::1")) as c:
+        assert c.get("/").status_code == 403  # the test client's Host is "testserver"
+        assert c.get("/", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/health", headers={"host": "[::1]:8000"}).status_code == 200
+        assert c.get("/", headers={"host": "evil.example:8000"}).status_code == 403  # DNS rebinding
+        with c.websocket_connect("/ws", headers={"host": "evil.example"}) as ws:
+            reply = ws.receive_json()
+            assert reply["code"] == "forbidden" and "evil.example" in reply["message"]
+    with client() as c:
+        with c.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
+            reply = ws.receive_json()
+            assert reply["code"] == "forbidden" and "evil.example" in reply["message"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+        with c.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:  # its own page
+            start(ws)
+        assert c.app.state.counts["served"] == 1
+    assert for_address(ServeConfig(), "127.0.0.1").allowed_hosts == ("127.0.0.1", "localhost", "::1")
+    assert for_address(ServeConfig(), "0.0.0.0").allowed_hosts is None  # the user chose to serve the network
 
 
 @pytest.mark.parametrize("argv, words", [
