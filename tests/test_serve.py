@@ -204,7 +204,7 @@ def test_memory_twin_and_mp4_recording():
 
 
 def test_session_limit_and_independent_sessions():
-    with client(max_sessions=2) as c:
+    with client(max_sessions=2, max_message_bytes=4096) as c:
         with c.websocket_connect("/ws") as a, c.websocket_connect("/ws") as b:
             start(a)
             start(b)
@@ -215,6 +215,7 @@ def test_session_limit_and_independent_sessions():
                     full.receive_json()
                 assert closed.value.code == 1013
             assert ask(a, "garbage")["type"] == "error"
+            assert "over the limit" in ask(a, {"type": "image", "data": "A" * 5000})["message"]
             assert ask(b, {"type": "action", "action": 0})["stats"]["step"] == 1
             assert ask(a, {"type": "action", "action": 0})["stats"]["step"] == 1
         with c.websocket_connect("/ws") as again:  # the slots came back
