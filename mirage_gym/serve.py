@@ -119,8 +119,8 @@ class Session:
         self.twin_info: dict = {}
         self.reward = 0.0
         self.step_ms = 0.0
-        self.recording: list[np.ndarray] | None = None
-        self.video_frames: list[np.ndarray] = []
+        self.recording = False
+        self.video_frames: list[np.ndarray] = []  # what the page showed while recording, raw (64 px high)
 
     def close(self) -> None:
         for env in (self.env, self.twin):
@@ -156,7 +156,6 @@ class Session:
 
     def _started(self) -> dict:
         self.steps, self.done, self.reward = 0, "", 0.0
-        self.video_frames = []
         return self.frame_message()
 
     # ---- steps
@@ -230,7 +229,7 @@ class Session:
             self.twin.close()
             self.twin, self.twin_info = None, {}
         self.steps = self._episode_steps()
-        self.done, self.reward, self.video_frames = "", 0.0, []
+        self.done, self.reward = "", 0.0
         return self.frame_message()
 
     # ---- memory twin
@@ -242,7 +241,6 @@ class Session:
             if self.twin is not None:
                 self.twin.close()
             self.twin, self.twin_info = None, {}
-            self.video_frames = []  # frames of another width: a recording goes on from here
             return self.frame_message()
         if self.start is None or "snapshot" in self.start:
             raise Refusal("the memory twin starts from a seed or an image; this world was resumed from a snapshot: reset first")
@@ -259,27 +257,30 @@ class Session:
     # ---- recording
 
     def set_recording(self, on: bool) -> dict:
-        self.recording = [] if on else None
+        """Recording on starts a new clip (resets and twin switches are recorded too)."""
+        self.recording = on
         if on:
             self.video_frames = []
         return self.frame_message()
 
     def video(self) -> dict:
-        import imageio.v3 as iio
-
         if not self.video_frames:
             raise Refusal("nothing recorded: turn recording on and walk first")
-        frames = np.stack(self.video_frames)
-        frames = frames.repeat(VIDEO_SCALE, axis=1).repeat(VIDEO_SCALE, axis=2)
+        width = max(f.shape[1] for f in self.video_frames)  # the twin may have been on for part of it
         path = self.workdir / f"{uuid.uuid4().hex}.mp4"
         try:
-            iio.imwrite(path, frames, fps=8, codec="libx264", macro_block_size=1)
+            # frame by frame, scaled up as the page shows them (nearest neighbour)
+            with _mp4_writer(path) as writer:
+                for frame in self.video_frames:
+                    padded = np.zeros((frame.shape[0], width, 3), np.uint8)
+                    padded[:, : frame.shape[1]] = frame
+                    writer.append_data(padded.repeat(VIDEO_SCALE, axis=0).repeat(VIDEO_SCALE, axis=1))
             data = path.read_bytes()
         finally:
             path.unlink(missing_ok=True)
-        name = f"{self.config.env_id}-{len(frames)}frames.mp4"
-        return {"type": "video", "name": name, "frames": len(frames), "bytes": len(data),
-                "data": base64.b64encode(data).decode()}
+        count = len(self.video_frames)
+        name = f"{self.config.env_id}-{count}frames.mp4"
+        return {"type": "video", "name": name, "frames": count, "bytes": len(data), "data": base64.b64encode(data).decode()}
 
     # ---- what the page shows
 
@@ -293,11 +294,11 @@ class Session:
             twin = self.twin.render()[:, :height]
             shown.append(twin)
         recorded = ""
-        if self.recording is not None:
+        if self.recording:
             if len(self.video_frames) < self.config.max_record_frames:
                 self.video_frames.append(np.concatenate(shown, axis=1))
             else:
-                self.recording = None
+                self.recording = False
                 recorded = f"recording stopped at its limit of {self.config.max_record_frames} frames"
         return {
             "type": "frame",
@@ -315,11 +316,17 @@ class Session:
                 "novelty": round(float(self.info.get("novelty", 0.0)), 3),
                 "twin_memory_points": int(self.twin_info.get("memory_points", 0)) if twin is not None else None,
                 "done": self.done,
-                "recording": self.recording is not None,
+                "recording": self.recording,
                 "recorded_frames": len(self.video_frames),
                 "notice": recorded,
             },
         }
+
+
+def _mp4_writer(path: Path):
+    import imageio.v2 as iio2
+
+    return iio2.get_writer(path, format="FFMPEG", fps=8, codec="libx264", macro_block_size=1)
 
 
 def _image(rgb: np.ndarray) -> dict:
@@ -329,7 +336,7 @@ def _image(rgb: np.ndarray) -> dict:
 
 def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     """An uploaded PNG, JPEG or WebP as an (H, W, 3) uint8 array; raises :class:`Refusal` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if len(data) > max_bytes:
         raise Refusal(f"image of {len(data)} bytes is over the limit of {max_bytes} bytes")
@@ -348,7 +355,7 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
             rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except Refusal:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # noqa: BLE001  (a broken upload: PIL raises OSError, SyntaxError, struct.error, ...)
         raise Refusal(f"the {kind} file could not be read: {exc}") from None
     return np.ascontiguousarray(rgb)
 
