@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -94,6 +95,40 @@ def test_walk_in_chromium(server_url, tmp_path):
             page.locator("#reset").click()
             assert np.array_equal(after(0), start)  # a reset with the same seed is the same world
 
+            # a snapshot goes down as a file and comes back up through the file input
+            with page.expect_download() as download:
+                page.locator("#save").click()
+            snapshot = tmp_path / download.value.suggested_filename
+            download.value.save_as(snapshot)
+            page.keyboard.press("d")
+            after(1)
+            page.locator("#snapshot").set_input_files(str(snapshot))
+            assert np.array_equal(after(0), start)
+            # a start image, and a file that is not one (refused in words; the world stays)
+            picture = tmp_path / "picture.png"
+            Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(picture)
+            frames = page.evaluate("window.mirageState.frames")
+            page.locator("#image").set_input_files(str(picture))
+            page.wait_for_function(f"window.mirageState.frames > {frames}")
+            assert psnr(frame(), start) < 30
+            fake = tmp_path / "notes.png"
+            fake.write_text("not a picture")
+            page.locator("#image").set_input_files(str(fake))
+            page.wait_for_function("document.getElementById('status').className === 'error'")
+            assert "PNG, JPEG or WebP" in page.locator("#status").inner_text()
+            # record a few steps and download the mp4
+            page.locator("#record").click()
+            page.wait_for_function("window.mirageState.recording")
+            for step, key in enumerate(("ArrowLeft", "ArrowRight"), start=1):
+                page.keyboard.press(key)
+                after(step)
+            with page.expect_download() as download:
+                page.locator("#video").click()
+            assert download.value.suggested_filename.endswith(".mp4")
+            page.locator("#record").click()
+            page.locator("#reset").click()
+            assert np.array_equal(after(0), start)
+
             # the README's screenshot: the memory twin on, after a short walk
             page.locator("#twinbtn").click()
             page.wait_for_function("window.mirageState.twin && window.mirageState.step === 0")
@@ -107,8 +142,6 @@ def test_walk_in_chromium(server_url, tmp_path):
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
             if os.environ.get("MIRAGE_GYM_UPDATE_SCREENSHOT") == "1":
-                from PIL import Image
-
                 target = Path(__file__).resolve().parents[1] / "docs" / "serve.png"
                 Image.open(shot).convert("RGB").quantize(colors=96).save(target, optimize=True)
         finally:
