@@ -326,3 +326,19 @@ def test_quick_load_benchmark_reports_every_figure(tmp_path, monkeypatch):
     for level in result["levels"]:
         assert level["frames_per_s_per_client_min"] > 0 and level["server_rss_mb_peak"] > 0
     assert result["direct_env_steps_per_s"]["before"] > 0 and result["direct_env_steps_per_s"]["after"] > 0
+
+
+def test_serve_command_builds_the_config_and_binds_loopback(monkeypatch, capsys):
+    import mirage_gym.serve as serve_module
+
+    calls = []
+    monkeypatch.setattr(serve_module, "serve", lambda config, host, port: calls.append((config, host, port)))
+    assert main(["serve", "--port", "8123", "--max-sessions", "2", "--idle-timeout", "30", "--seed", "3",
+                 "--set", "move_step=0.3", "--set", "scene_kind=indoor"]) == 0
+    (config, host, port), = calls
+    assert (host, port, config.max_sessions, config.idle_timeout, config.start_seed) == ("127.0.0.1", 8123, 2, 30.0, 3)
+    assert config.env_kwargs == {"model": "tiny", "move_step": 0.3, "scene_kind": "indoor"}
+    out = capsys.readouterr()
+    assert "http://127.0.0.1:8123/" in out.out and "warning" not in out.err
+    main(["serve", "--host", "0.0.0.0"])
+    assert "no login" in capsys.readouterr().err
