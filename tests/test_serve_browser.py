@@ -1,7 +1,8 @@
 """`mirage-gym serve` in a real browser: Playwright drives Debian's chromium (``.ci/setup``
 installs it) against the app served by uvicorn on a free loopback port.
 
-``MIRAGE_GYM_UPDATE_SCREENSHOT=1`` also writes the README's screenshot, ``docs/serve.png``.
+CI sets ``MIRAGE_GYM_REQUIRE_BROWSER=1``, which turns a missing chromium into an error
+instead of a skip. ``MIRAGE_GYM_UPDATE_SCREENSHOT=1`` also writes the README's screenshot, ``docs/serve.png``.
 """
 
 import os
@@ -17,6 +18,8 @@ from PIL import Image
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("MIRAGE_GYM_REQUIRE_BROWSER") == "1":  # CI (.ci/run) must run it
+    raise RuntimeError("MIRAGE_GYM_REQUIRE_BROWSER=1 but no chromium is on PATH (bash .ci/setup installs it)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (bash .ci/setup installs it)")
 
 SCALE = 5  # the page draws the 64x64 frame on a 320x320 canvas
