@@ -442,7 +442,8 @@ def create_app(config: ServeConfig | None = None, session_factory=Session):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        pool["executor"] = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirage-serve")
+        pool["executor"] = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mirage-serve",
+                                                                 initializer=_one_torch_thread)
         pool["workdir"] = Path(tempfile.mkdtemp(prefix="mirage-serve-"))
         try:
             yield
@@ -557,6 +558,14 @@ def create_app(config: ServeConfig | None = None, session_factory=Session):
     app.state.config = config
     app.state.counts = state
     return app
+
+
+def _one_torch_thread() -> None:
+    """Each worker steps one world at a time on one torch thread (the env's default), so
+    worlds run side by side on the cores instead of their threads fighting over them."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _hostname(host: str) -> str:
