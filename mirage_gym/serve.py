@@ -8,7 +8,7 @@ Protocol (JSON text messages; every server message has a ``type``):
 
 * server -> client on connect: ``hello`` (action names from the env's
   ``get_action_meanings()``, the key for each, the limits), then a ``frame`` for the
-  start (``reset(seed=0)``).
+  start (``reset(seed=start_seed)``, 0 unless configured).
 * client -> server:
   ``{"type": "action", "action": 3}`` (an index or an action name);
   ``{"type": "reset", "seed": 7}`` (``seed`` a non-negative int or null);
