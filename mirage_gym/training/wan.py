@@ -8,7 +8,9 @@ world does after a reset) and from this project's latent memory built from frame
 ``0 .. k-1`` of the clip and projected at the target's pose (the pose of its last video
 frame), with the world's own write policy. Loss: MSE of the predicted flow against
 ``noise - x0`` over the target frame only; sigmas from flow matching with shift 5 over
-1000 timesteps.
+1000 timesteps. Half the samples (``detour_prob``) are *detours*: their context ends 1-3
+latent frames before the target, so memory shows what the context does not. Without them
+the context explains the next frame and the add-on was measured to ignore memory.
 
 Stages run one after the other, each ``max_steps`` optimizer steps: ``vace`` trains the
 control branch with the DiT frozen; ``lora`` then trains LoRA with the VACE branch frozen,
@@ -55,7 +57,7 @@ class WanTrainConfig:
     batch_size: int = 1  # samples per process per step
     grad_clip: float = 1.0
     context_frames: int = 2  # clean preceding latent frames, as the env runs
-    detour_prob: float = 0.0  # share of samples whose context ends before the target (see draw_batch)
+    detour_prob: float = 0.5  # share of samples whose context ends before the target (see draw_batch)
     max_detour: int = 3  # latent frames between a detour sample's context and its target, at most
     flow_shift: float = 5.0
     checkpoint_every: int = 100
