@@ -230,7 +230,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         if self.core.render_map:
             from mirage_gym.render import with_map
 
-            image = with_map(image, self.world.memories[0], np.asarray(self._path), self._frame.pose[0])
+            image = with_map(image, self.world.memory.points(0).cpu().numpy(), np.asarray(self._path), self._frame.pose[0])
         if self.render_mode == "rgb_array":
             return image.copy()
         from mirage_gym.render import show

@@ -209,7 +209,7 @@ def ringed_frame_rays(intrinsics: torch.Tensor, height: int, width: int) -> torc
     return corners @ torch.linalg.inv(intrinsics).transpose(-1, -2)
 
 
-def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
+def pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
     """Winner per cell among candidate (cell, depth, offset, point) rows: the nearest depth
     (within ``depth_tolerance`` of it, with ``offset`` set: the one closest to the cell
     centre among those), then the lowest point index. Returns (cells (M,), points (M,))."""
@@ -308,7 +308,7 @@ def splat_nearest(
     ext_h, ext_w = height + 2 * ring, width + 2 * ring
     local = torch.arange(idx.numel(), device=idx.device)
     ext_cell = view * (ext_h * ext_w) + (row + ring) * ext_w + col + ring
-    ext, ext_index = _pick_per_cell(ext_cell, depth, offset, local, n_views * ext_h * ext_w, depth_tolerance)
+    ext, ext_index = pick_per_cell(ext_cell, depth, offset, local, n_views * ext_h * ext_w, depth_tolerance)
     ext_view, ext_rest = ext // (ext_h * ext_w), ext % (ext_h * ext_w)
     ext_row, ext_col = ext_rest // ext_w - ring, ext_rest % ext_w - ring
     inside = (ext_row >= 0) & (ext_row < height) & (ext_col >= 0) & (ext_col < width)
@@ -333,7 +333,7 @@ def splat_nearest(
             ok &= hole[cell.clamp(0, n_views * n_cells - 1)]
             r, c, which, cell = r[ok], c[ok], which[ok], cell[ok]
             gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
-            more, more_points = _pick_per_cell(cell, depth[which], gap, idx[which], n_views * n_cells, depth_tolerance)
+            more, more_points = pick_per_cell(cell, depth[which], gap, idx[which], n_views * n_cells, depth_tolerance)
             filled, order = torch.sort(torch.cat([filled, more]))  # the winners alone are in order
             point_index = torch.cat([point_index, more_points])[order]
     return filled, point_index, z[point_index]
