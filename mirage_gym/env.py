@@ -15,7 +15,8 @@ import torch
 from gymnasium import spaces
 
 from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
-from mirage_gym.memory import static_keep_mask
+from mirage_gym.constants import MEMORY_CAPACITY, SCENE_SEEDS
+from mirage_gym.memory import MEMORIES, static_keep_mask
 from mirage_gym.threads import OneCaller, check_num_threads, env_work
 from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
 
@@ -24,7 +25,6 @@ OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
 HAS_PYGAME = importlib.util.find_spec("pygame") is not None
 ENV_TENSORS = ("path", "frame.rgb")
-SCENE_SEEDS = 10_000  # reset(seed=...) draws its procedural scene from this many
 CONTINUOUS_MEANINGS = ("MOVE_RIGHT", "MOVE_DOWN", "MOVE_FORWARD", "TURN_RIGHT", "LOOK_UP", "ROLL")  # what a snapshot holds beyond the world's own tensors
 
 
@@ -418,7 +418,8 @@ class WorldAdapter:
         move_step: float = 0.2,
         turn_step_deg: float = 15.0,
         pitch_limit_deg: float = 60.0,
-        memory_capacity: int | None = 262_144,
+        memory: str = "latent",
+        memory_capacity: int | None = MEMORY_CAPACITY,
         use_memory: bool = True,
         frames_per_step: int = 1,
         max_episode_steps: int | None = None,
@@ -437,7 +438,8 @@ class WorldAdapter:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         check_arguments(width=width, height=height, fov_deg=fov_deg, move_step=move_step, turn_step_deg=turn_step_deg,
-                        pitch_limit_deg=pitch_limit_deg, memory_capacity=memory_capacity, use_memory=use_memory,
+                        pitch_limit_deg=pitch_limit_deg, memory=memory, memory_capacity=memory_capacity,
+                        use_memory=use_memory,
                         frames_per_step=frames_per_step, max_episode_steps=max_episode_steps, scene_kind=scene_kind,
                         dynamic_objects=dynamic_objects, render_map=render_map, reward_per_voxel=reward_per_voxel,
                         collision_penalty=collision_penalty, max_depth=max_depth, device=device, dtype=dtype)
@@ -459,6 +461,7 @@ class WorldAdapter:
                 move_step=move_step, turn_step_deg=turn_step_deg, pitch_step_deg=turn_step_deg, pitch_limit_deg=pitch_limit_deg
             ),
             use_memory=use_memory,
+            memory=memory,
             memory_capacity=memory_capacity,
             frames_per_step=frames_per_step,
         )
@@ -687,6 +690,7 @@ def check_arguments(**args) -> None:
         "reward_per_voxel": (_is_real, lambda v: True, "a finite number"),
         "collision_penalty": (_is_real, lambda v: True, "a finite number"),
         "dynamic_objects": (_is_integer, lambda v: v >= 0, "an int >= 0"),
+        "memory": (lambda v: v in MEMORIES, lambda v: True, f"one of {sorted(MEMORIES)}"),
         "memory_capacity": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
         "max_episode_steps": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
         "use_memory": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),

@@ -106,7 +106,7 @@ def clip_samples(clip, codec, grid: tuple[int, int], far: float = 50.0) -> ClipS
         dynamic = None if clip.masks is None else torch.as_tensor(clip.masks[frame])
         keep = static_keep_mask(depth, dynamic_mask=dynamic, far=far)
         readout = memory.read(pose, k_mat, grid, image_size=(height, width)) if k else None
-        memory.write(latents[k].cpu(), depth, pose, k_mat, keep_mask=keep, confidence=1.0,
+        memory.write(latents[k].cpu(), depth, pose, k_mat, keep_mask=keep, confidence=1.0, readout=readout,
                      reject_closer_than_memory=0.25 if k else None,
                      skip_cells=None if readout is None else readout.mask[0] > 0)
         if readout is not None:
