@@ -15,7 +15,7 @@ import torch
 from gymnasium import spaces
 
 from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
-from mirage_gym.constants import MEMORY_CAPACITY, SCENE_SEEDS
+from mirage_gym.constants import MEMORY_CAPACITY, MOVE_STEP, SCENE_SEEDS, TURN_STEP_DEG
 from mirage_gym.memory import MEMORIES, static_keep_mask
 from mirage_gym.threads import OneCaller, check_num_threads, env_work
 from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
@@ -121,7 +121,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
     ## Arguments
     ``gym.make("MirageWorld-v0", render_mode=None, width=64, height=64, fov_deg=90,
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
-    pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
+    pitch_limit_deg=60, memory="latent", memory_capacity=262144, use_memory=True, frames_per_step=1,
     max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False, reward_per_voxel=0.05,
     collision_penalty=-0.1, max_depth=20.0, num_threads=1, addon=None, depth_model=None, device="cpu",
     dtype="float32", task="explore", task_options=None)``. ``task`` is ``"explore"``, ``"imagenav"``,
@@ -134,7 +134,10 @@ class MirageWorldEnv(OneCaller, gym.Env):
     (``"float32"`` or ``"bfloat16"``); ``device`` places the model and
     the memory (``"cpu"`` default). A Wan step yields 4 video frames: the observation is
     the last, ``env.unwrapped.step_frames`` holds all of them. ``use_memory=False``
-    hides memory from the generator (the ablation). ``info`` holds fresh numpy copies of
+    hides memory from the generator (the ablation). ``memory`` is ``"latent"`` (Mirage's
+    latent spatial memory, read at latent resolution) or ``"color"`` (the Voyager /
+    Spatia-style RGB point cloud, rendered at full resolution and re-encoded by the codec
+    every step: the baseline); ``memory_capacity`` caps the latent memory's entries. ``info`` holds fresh numpy copies of
     ``pose``, ``intrinsics``, memory stats, ``novelty`` and ``collision``.
     ``num_threads`` is how many torch threads the env's own work (reset, step, snapshot
     loads) uses, torch's setting being put back afterwards; the default 1 cannot
@@ -415,8 +418,8 @@ class WorldAdapter:
         depth_model: str | Path | None = None,
         device: str = "cpu",
         dtype: str = "float32",
-        move_step: float = 0.2,
-        turn_step_deg: float = 15.0,
+        move_step: float = MOVE_STEP,
+        turn_step_deg: float = TURN_STEP_DEG,
         pitch_limit_deg: float = 60.0,
         memory: str = "latent",
         memory_capacity: int | None = MEMORY_CAPACITY,

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mirage_gym.constants import MOVE_STEP, TURN_STEP_DEG
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -372,10 +374,10 @@ _DISCRETE_TO_CONTINUOUS[Action.LOOK_DOWN, 4] = -1.0
 class RigConfig:
     """Step sizes of the camera rig. Translations in metres, angles in degrees."""
 
-    move_step: float = 0.2
-    turn_step_deg: float = 15.0
-    pitch_step_deg: float = 15.0
-    roll_step_deg: float = 15.0
+    move_step: float = MOVE_STEP
+    turn_step_deg: float = TURN_STEP_DEG
+    pitch_step_deg: float = TURN_STEP_DEG
+    roll_step_deg: float = TURN_STEP_DEG
     pitch_limit_deg: float = 60.0
     roll_limit_deg: float = 45.0
 

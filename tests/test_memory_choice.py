@@ -96,3 +96,14 @@ def test_memory_benchmark_quick_runs_the_real_world_with_each_memory(tmp_path):
     for row in rows.values():
         assert len(row["step_ms"]) == 25 and row["bytes"] > 0 and row["loop_psnr"] is not None
     assert rows["color"]["bytes"] > rows["latent"]["bytes"]
+
+
+def test_env_docstring_lists_every_argument():
+    import inspect
+
+    from mirage_gym.env import MirageWorldEnv, WorldAdapter
+
+    doc = MirageWorldEnv.__doc__.split("## Arguments")[1].split("## ")[0]
+    for name in inspect.signature(WorldAdapter.__init__).parameters:
+        if name not in ("self", "num_worlds"):
+            assert f"{name}=" in doc, f"the env docstring's Arguments do not list {name}"

@@ -16,7 +16,7 @@ from mirage_gym.snapshot import SnapshotError
 from stand_in import PoolingBackend
 
 
-def make(env_id="MirageWorldRGBD-v0", **kwargs):
+def make(env_id="MirageWorldDict-v0", **kwargs):
     return gym.make(env_id, model=PoolingBackend(), **kwargs)
 
 

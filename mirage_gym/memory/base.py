@@ -212,24 +212,10 @@ def as_tensor(value, name: str, device, dtype=torch.float32) -> torch.Tensor:
     return t.to(device)
 
 
-def checked_pose(pose, device) -> torch.Tensor:
-    check_pose(pose, "pose")
-    if torch.as_tensor(pose).ndim != 2:
-        raise ValueError(f"pose must have shape (4, 4), got {tuple(torch.as_tensor(pose).shape)}")
-    return as_tensor(pose, "pose", device, torch.float64)
-
-
-def checked_intrinsics(intrinsics, device) -> torch.Tensor:
-    check_intrinsics(intrinsics, "intrinsics")
-    if torch.as_tensor(intrinsics).ndim != 2:
-        raise ValueError(f"intrinsics must have shape (3, 3), got {tuple(torch.as_tensor(intrinsics).shape)}")
-    return as_tensor(intrinsics, "intrinsics", device, torch.float64)
-
-
 def checked_cameras(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 stacks (B, 4, 4) and (B, 3, 3) of one pose and one intrinsics matrix per
-    camera, each checked like :func:`checked_pose` / :func:`checked_intrinsics` (in one
-    batched check)."""
+    camera, checked by :func:`mirage_gym.geometry.check_pose` / ``check_intrinsics`` in one
+    batched check (the memories' one camera check)."""
     stacks = []
     for values, name, shape in ((poses, "pose", (4, 4)), (intrinsics, "intrinsics", (3, 3))):
         items = [as_tensor(v, name, device, torch.float64) for v in values]
