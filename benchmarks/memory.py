@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     if any(s < 64 for s in sizes):
         parser.error(f"frame sizes must be at least 64, got {sizes}")
 
-    from mirage_gym.env import load_backend
+    from mirage_gym.models import load_backend
 
     torch.set_grad_enabled(False)
     if args.threads:

@@ -28,8 +28,9 @@ ENV_TENSORS = ("path", "frame.rgb")
 CONTINUOUS_MEANINGS = ("MOVE_RIGHT", "MOVE_DOWN", "MOVE_FORWARD", "TURN_RIGHT", "LOOK_UP", "ROLL")  # what a snapshot holds beyond the world's own tensors
 
 
-def load_backend(model, addon=None, depth_model=None, device="cpu", dtype="float32"):
-    """A world model from ``"tiny"`` (the shipped weights), a local directory (the tiny
+def shared_backend(model, addon=None, depth_model=None, device="cpu", dtype="float32"):
+    """The env layer's world model: :func:`mirage_gym.models.load_backend`'s model, shared
+    between the envs of a process, from ``"tiny"`` (the shipped weights), a local directory (the tiny
     layout, or a diffusers Wan2.2-TI2V layout with ``addon`` and ``depth_model``), or an
     object that already implements the backend protocol (for tests and custom models).
 
@@ -68,9 +69,9 @@ def checked_backend_object(model):
 
 @functools.lru_cache(maxsize=4)
 def _cached_backend(model: str, addon: str | None, depth_model: str | None, device: str, dtype: str):
-    from mirage_gym.models.backend import load_backend as _load
+    from mirage_gym.models.backend import load_backend
 
-    return _load(model, device=device, addon=addon, depth_model=depth_model, dtype=dtype)
+    return load_backend(model, device=device, addon=addon, depth_model=depth_model, dtype=dtype)
 
 
 class MirageWorldEnv(OneCaller, gym.Env):
@@ -231,19 +232,19 @@ class MirageWorldEnv(OneCaller, gym.Env):
             return None
         image = self._frame.rgb[0]
         if self.core.render_map:
-            from mirage_gym.render import with_map
+            from mirage_gym.display import with_map
 
             image = with_map(image, self.world.memory.points(0).cpu().numpy(), np.asarray(self._path), self._frame.pose[0])
         if self.render_mode == "rgb_array":
             return image.copy()
-        from mirage_gym.render import show
+        from mirage_gym.display import show
 
         self._window = show(self._window, image, self.metadata["render_fps"])
         return None
 
     def close(self):
         if self._window is not None:
-            from mirage_gym.render import close_window
+            from mirage_gym.display import close_window
 
             close_window(self._window)
             self._window = None
@@ -468,7 +469,7 @@ class WorldAdapter:
             memory_capacity=memory_capacity,
             frames_per_step=frames_per_step,
         )
-        backend = load_backend(model, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
+        backend = shared_backend(model, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
         self.world = World(backend, config, num_worlds=num_worlds, device=device)
         self.single_action_space = self.make_action_space(action_mode)
         self.single_observation_space = self.make_observation_space(obs_mode, height, width, self.max_depth)

@@ -1,4 +1,4 @@
-"""Pictures for people: a bird's-eye map of memory beside the frame, and a pygame window."""
+"""Pictures for people (not the scene renderer, :mod:`mirage_gym.scenes.render`): a bird's-eye map of memory beside the frame, and a pygame window."""
 
 from __future__ import annotations
 
