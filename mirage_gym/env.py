@@ -303,9 +303,8 @@ class MirageWorldEnv(OneCaller, gym.Env):
 
     def _checked_snapshot(self, tensors: dict, meta: dict):
         """The env's part of a snapshot (RNG, clock, path, frame), checked; raises ``ValueError``."""
-        mine, theirs = self.world.config.to_dict(), meta.get("world")
-        if not isinstance(theirs, dict) or theirs != mine:
-            differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
+        differ = self.world.config.differences(meta.get("world"))
+        if differ:
             raise ValueError(f"snapshot was made with a different world configuration: {differ}")
         env_meta = meta["env"]
         fields = {"elapsed", "np_random", "novelty", "collision"}

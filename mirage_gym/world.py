@@ -104,6 +104,14 @@ class WorldConfig:
         data["rig"] = RigConfig(**data.get("rig", {}))
         return cls(**data)
 
+    def differences(self, data) -> list[str]:
+        """Names of the settings in which ``data`` (a :meth:`to_dict`, e.g. a snapshot's) differs
+        from this config; a snapshot saved before the ``memory`` setting existed was latent."""
+        if not isinstance(data, dict):
+            return sorted(self.to_dict())
+        mine, theirs = self.to_dict(), {**SETTINGS_BEFORE_MEMORY_CHOICE, **data}
+        return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+
     def new_memory(self, num_worlds: int, latent_channels: int, device) -> SpatialMemory:
         """The memory bank of ``num_worlds`` worlds this config asks for."""
         if self.memory == "latent":
@@ -113,6 +121,9 @@ class WorldConfig:
             return MEMORIES["color"](num_worlds, dedup_voxel_size=self.color_voxel, far=self.far,
                                      stats_voxel_size=self.voxel_size, device=device)
         raise ValueError(f"memory must be one of {sorted(MEMORIES)}, got {self.memory!r}")
+
+
+SETTINGS_BEFORE_MEMORY_CHOICE = {"memory": "latent", "color_voxel": WorldConfig.color_voxel}
 
 
 @dataclass
@@ -350,10 +361,12 @@ class World:
         new_poses = torch.as_tensor(poses)
         readout = self.memory.read(poses, self.intrinsics, self.memory_grid, image_size=(c.height, c.width))
         novelty = 1.0 - readout.mask.flatten(1).mean(dim=1).cpu().numpy()
-        memory, mask, memory_depth = self._conditioning(readout)
-        if not c.use_memory:
-            memory, mask = torch.zeros_like(memory), torch.zeros_like(mask)
-            memory_depth = torch.full_like(memory_depth, float("inf"))
+        if c.use_memory:
+            memory, mask, memory_depth = self._conditioning(readout)
+        else:  # the ablation: the generator sees no memory (and a color render is not even encoded)
+            memory = torch.zeros(self.num_worlds, self.backend.latent_channels, *self.grid, device=self.device)
+            mask = torch.zeros(self.num_worlds, 1, *self.grid, device=self.device)
+            memory_depth = torch.full_like(mask, float("inf"))
         camera = (invert_pose(old_poses) @ new_poses).float().to(self.device)
         noise = torch.stack(
             [torch.randn(self.context.shape[2:], generator=g).to(self.device) for g in self.rngs]
@@ -470,9 +483,7 @@ class World:
 
     def restore(self, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Load a :meth:`snapshot` into world ``index``; validates fully before changing anything."""
-        mine = self.config.to_dict()
-        theirs = meta.get("world", {})
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        differ = self.config.differences(meta.get("world", {}))
         if differ:
             raise ValueError(f"snapshot was made with a different world configuration: {differ}")
         if (meta.get("latent_channels"), meta.get("downsample")) != (self.backend.latent_channels, self.backend.downsample):

@@ -107,3 +107,27 @@ def test_env_docstring_lists_every_argument():
     for name in inspect.signature(WorldAdapter.__init__).parameters:
         if name not in ("self", "num_worlds"):
             assert f"{name}=" in doc, f"the env docstring's Arguments do not list {name}"
+
+
+def test_color_world_snapshot_continues_exactly_and_a_latent_env_refuses_it(tmp_path):
+    env = gym.make("MirageWorldColor-v0")
+    env.reset(seed=2)
+    for action in (Action.TURN_LEFT, Action.MOVE_FORWARD):
+        env.step(action)
+    path = tmp_path / "color.snapshot"
+    mirage_gym.save_snapshot(env, path)
+    after = [env.step(a)[0] for a in (Action.TURN_RIGHT, Action.TURN_RIGHT)]
+    again = gym.make("MirageWorldColor-v0")
+    mirage_gym.load_snapshot(again, path)
+    assert all(np.array_equal(a, again.step(act)[0]) for a, act in zip(after, (Action.TURN_RIGHT, Action.TURN_RIGHT)))
+    with pytest.raises(ValueError, match="memory"):
+        mirage_gym.load_snapshot(gym.make("MirageWorld-v0"), path)
+
+
+def test_snapshot_config_from_before_the_memory_choice_reads_as_latent():
+    from mirage_gym.world import WorldConfig
+
+    old = WorldConfig().to_dict()
+    del old["memory"], old["color_voxel"]
+    assert WorldConfig().differences(old) == []
+    assert WorldConfig(memory="color").differences(old) == ["memory"]
