@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
+from mirage_gym.geometry import Action, RigConfig, checked_motion, discrete_to_continuous, pose_from_state
 from mirage_gym.constants import MEMORY_CAPACITY, MOVE_STEP, SCENE_SEEDS, TURN_STEP_DEG
 from mirage_gym.memory import MEMORIES, static_keep_mask
 from mirage_gym.threads import OneCaller, check_num_threads, env_work
@@ -519,17 +519,7 @@ class WorldAdapter:
             if a.shape != () or not np.issubdtype(a.dtype, np.integer):
                 raise ValueError(f"action must be an integer in [0, {len(Action) - 1}], got {action!r}")
             return discrete_to_continuous(int(a))
-        a = np.asarray(action)
-        if a.dtype.kind not in "iuf":
-            raise ValueError(f"action must be a real-valued array of shape (6,), got dtype {a.dtype}")
-        a = a.astype(np.float64)
-        if a.shape != (6,):
-            raise ValueError(f"action must have shape (6,), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a}")
-        if np.any(np.abs(a) > 1.0 + 1e-6):
-            raise ValueError(f"action components must lie in [-1, 1], got {a}")
-        return a
+        return checked_motion(action, "action", (6,))
 
     def checked_start(self, options: dict) -> dict:
         """Reset options checked and prepared (the user's image resized), without touching

@@ -392,6 +392,23 @@ def discrete_to_continuous(action) -> np.ndarray:
     return _DISCRETE_TO_CONTINUOUS[a]
 
 
+def checked_motion(motion, name: str = "motion", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``motion`` as float64 continuous action(s) (..., 6), each component in [-1, 1]; raises
+    ``ValueError`` naming ``name`` (the one motion check: the env's actions and the world's
+    motions go through it)."""
+    a = np.asarray(motion)
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a real-valued array of shape {shape or '(..., 6)'}, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if (shape is not None and a.shape != shape) or (shape is None and (a.ndim == 0 or a.shape[-1] != 6)):
+        raise ValueError(f"{name} must have shape {shape or '(..., 6)'}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite, got {a}")
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"{name} components must lie in [-1, 1], got {a}")
+    return a
+
+
 def apply_motion(state: np.ndarray, motion: np.ndarray, rig: RigConfig = RigConfig()) -> np.ndarray:
     """Next rig state(s) after a continuous action ``motion (..., 6)`` in ``[-1, 1]``.
 
@@ -400,13 +417,7 @@ def apply_motion(state: np.ndarray, motion: np.ndarray, rig: RigConfig = RigConf
     Rotations are added to yaw, pitch and roll; pitch and roll are clamped.
     """
     state = np.asarray(state, dtype=np.float64)
-    motion = np.asarray(motion, dtype=np.float64)
-    if motion.shape[-1] != 6:
-        raise ValueError(f"motion must have a last dimension of 6, got shape {motion.shape}")
-    if not np.all(np.isfinite(motion)):
-        raise ValueError("motion contains NaN or inf")
-    if np.any(np.abs(motion) > 1.0 + 1e-6):
-        raise ValueError(f"motion components must lie in [-1, 1], got {motion}")
+    motion = checked_motion(motion)
     yaw = state[..., 3]
     step = motion[..., :3] * rig.move_step
     c, s = np.cos(yaw), np.sin(yaw)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from mirage_gym.geometry import (
     RigConfig,
     apply_motion,
+    checked_motion,
     check_intrinsics,
     intrinsics_from_fov,
     invert_pose,
@@ -306,9 +307,7 @@ class World:
 
     def step(self, motions: np.ndarray) -> WorldFrame:
         """Advance every world by one continuous action each, ``motions`` (B, 6) in [-1, 1]."""
-        motions = np.asarray(motions, dtype=np.float64)
-        if motions.shape != (self.num_worlds, 6):
-            raise ValueError(f"motions must have shape ({self.num_worlds}, 6), got {motions.shape}")
+        motions = checked_motion(motions, "motions", (self.num_worlds, 6))
         c = self.config
         target = apply_motion(self.states, motions, c.rig)
         collision = self._blocked(target)
