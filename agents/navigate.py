@@ -68,7 +68,7 @@ class OracleAgent:
         pass
 
     def act(self, obs, info: dict):
-        return int(self.env.unwrapped.core.task.oracle_action(0))
+        return int(self.env.unwrapped.adapter.task.oracle_action(0))
 
 
 class RandomGoalAgent:

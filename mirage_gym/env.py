@@ -174,9 +174,9 @@ class MirageWorldEnv(OneCaller, gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self._init_one_caller()
-        self.core = WorldAdapter(num_worlds=1, **kwargs)
-        self.action_space = self.core.single_action_space
-        self.observation_space = self.core.single_observation_space
+        self.adapter = EnvAdapter(num_worlds=1, **kwargs)
+        self.action_space = self.adapter.single_action_space
+        self.observation_space = self.adapter.single_observation_space
         self._frame = None
         self._path: list[np.ndarray] = []
         self._elapsed = 0
@@ -184,7 +184,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
 
     @property
     def world(self) -> World:
-        return self.core.world
+        return self.adapter.world
 
     @env_work
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -193,13 +193,13 @@ class MirageWorldEnv(OneCaller, gym.Env):
                 raise ValueError("options['snapshot'] restores a whole episode, its RNG included: pass it alone, "
                                  f"without seed or other options (got seed={seed!r}, options {sorted(options)})")
             return self.load_snapshot(options["snapshot"])
-        start = self.core.checked_start(options or {})  # refused options leave the RNG as it was
+        start = self.adapter.checked_start(options or {})  # refused options leave the RNG as it was
         super().reset(seed=seed)
-        frame = self.core.reset_world(0, self.np_random, start)
+        frame = self.adapter.reset_world(0, self.np_random, start)
         self._elapsed = 0
         self._path = [frame.pose[0][:3, 3].copy()]
         self._frame = frame
-        return self.core.observation(frame, 0), self.core.info(frame, 0)
+        return self.adapter.observation(frame, 0), self.adapter.info(frame, 0)
 
     @property
     def step_frames(self) -> np.ndarray | None:
@@ -211,17 +211,17 @@ class MirageWorldEnv(OneCaller, gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        motion, stop = self.core.task.motion(action)
+        motion, stop = self.adapter.task.motion(action)
         frame = self.world.step(motion[None])
-        reward, terminated = self.core.task.outcome(0, frame, stop)
+        reward, terminated = self.adapter.task.outcome(0, frame, stop)
         self._elapsed += 1
         self._frame = frame
         self._path.append(frame.pose[0][:3, 3].copy())
-        limit = self.core.max_episode_steps  # None under gym.make: TimeLimit truncates
+        limit = self.adapter.max_episode_steps  # None under gym.make: TimeLimit truncates
         truncated = limit is not None and self._elapsed >= limit
         if self.render_mode == "human":
             self.render()
-        return self.core.observation(frame, 0), reward, terminated, bool(truncated), self.core.info(frame, 0)
+        return self.adapter.observation(frame, 0), reward, terminated, bool(truncated), self.adapter.info(frame, 0)
 
     @env_work
     def render(self):
@@ -231,7 +231,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         if self._frame is None:
             return None
         image = self._frame.rgb[0]
-        if self.core.render_map:
+        if self.adapter.render_map:
             from mirage_gym.display import with_map
 
             image = with_map(image, self.world.memory.points(0).cpu().numpy(), np.asarray(self._path), self._frame.pose[0])
@@ -261,7 +261,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = self.world.snapshot(0)
         tensors["path"] = torch.as_tensor(np.asarray(self._path, dtype=np.float64))
         tensors["frame.rgb"] = torch.as_tensor(self._frame.rgb[0])
-        task_tensors, meta["task"] = self.core.task.snapshot(0)
+        task_tensors, meta["task"] = self.adapter.task.snapshot(0)
         tensors.update(task_tensors)
         meta["env"] = {
             "elapsed": self._elapsed,
@@ -290,7 +290,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = snapshot.load_snapshot(path)
         try:
             staged = self._checked_snapshot(tensors, meta)
-            task_state = self.core.task.load_state(tensors, meta.get("task"))
+            task_state = self.adapter.task.load_state(tensors, meta.get("task"))
             self.world.restore(0, {k: v for k, v in tensors.items()
                                    if k not in ENV_TENSORS and not k.startswith("task.")}, meta)
         except snapshot.SnapshotError:
@@ -298,8 +298,8 @@ class MirageWorldEnv(OneCaller, gym.Env):
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise snapshot.SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
         self._np_random, self._elapsed, self._path, self._frame = staged
-        self.core.task.set_state(0, task_state)
-        return self.core.observation(self._frame, 0), self.core.info(self._frame, 0)
+        self.adapter.task.set_state(0, task_state)
+        return self.adapter.observation(self._frame, 0), self.adapter.info(self._frame, 0)
 
     def _checked_snapshot(self, tensors: dict, meta: dict):
         """The env's part of a snapshot (RNG, clock, path, frame), checked; raises ``ValueError``."""
@@ -335,14 +335,14 @@ class MirageWorldEnv(OneCaller, gym.Env):
             new_voxels=np.zeros(1, dtype=np.int64),
             collision=np.array([collision]),
         )
-        if not self.observation_space.contains(self.core.observation(frame, 0)):
+        if not self.observation_space.contains(self.adapter.observation(frame, 0)):
             raise ValueError("its observation lies outside the observation space (pose beyond +-1e4 m?)")
         return rng, elapsed, list(path_xyz.numpy()), frame
 
     def get_action_meanings(self) -> list[str]:
         """What each action does, as ALE and MiniWorld name them: the :class:`Action` member
         names in id order (discrete mode), or the six components of a continuous action."""
-        if self.core.action_mode == "discrete":
+        if self.adapter.action_mode == "discrete":
             return [a.name for a in Action]
         return list(CONTINUOUS_MEANINGS)
 
@@ -401,8 +401,9 @@ def load_snapshot(env: gym.Env, path):
     return obs, info
 
 
-class WorldAdapter:
-    """Everything the single and the vector env share: arguments, spaces, the batched
+class EnvAdapter:
+    """The env layer's adapter over the world core (:class:`~mirage_gym.world.World`): what the
+    single and the vector env share: arguments, spaces, the batched
     world, and how frames become observations, rewards and infos."""
 
     def __init__(

@@ -102,7 +102,7 @@ class TaskConfig:
 
 
 def make_task(name: str, options: dict | None, adapter):
-    """The task object for ``name`` (one of :data:`TASKS`) over a ``WorldAdapter``."""
+    """The task object for ``name`` (one of :data:`TASKS`) over a ``EnvAdapter``."""
     if name not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {name!r}")
     if name == "explore":

@@ -101,10 +101,10 @@ def test_memory_benchmark_quick_runs_the_real_world_with_each_memory(tmp_path):
 def test_env_docstring_lists_every_argument():
     import inspect
 
-    from mirage_gym.env import MirageWorldEnv, WorldAdapter
+    from mirage_gym.env import MirageWorldEnv, EnvAdapter
 
     doc = MirageWorldEnv.__doc__.split("## Arguments")[1].split("## ")[0]
-    for name in inspect.signature(WorldAdapter.__init__).parameters:
+    for name in inspect.signature(EnvAdapter.__init__).parameters:
         if name not in ("self", "num_worlds"):
             assert f"{name}=" in doc, f"the env docstring's Arguments do not list {name}"
 

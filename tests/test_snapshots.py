@@ -106,7 +106,7 @@ def test_crafted_snapshots_are_refused_and_leave_the_env_unchanged(saved, tmp_pa
         env.unwrapped.load_snapshot(crafted)
     assert_same_state(before, env_state(env))
     env.step(0)  # and it goes on working
-    assert env.unwrapped.core.info(env.unwrapped._frame, 0)["novelty"] >= 0
+    assert env.unwrapped.adapter.info(env.unwrapped._frame, 0)["novelty"] >= 0
 
 
 def test_edited_metadata_fails_the_checksum(saved, tmp_path):
