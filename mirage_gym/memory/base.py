@@ -67,6 +67,7 @@ class SpatialMemory(Protocol):
 
     num_worlds: int
     stores: str
+    device: torch.device
 
     def read(self, poses, intrinsics, grid_size, image_size=None, touch: bool = True,
              worlds=None) -> MemoryReadout:
