@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", dest="checkpoint_every", type=COUNT, default=None)
     train.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"], default=None)
     train.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None)
+    train.add_argument("--detour-prob", dest="detour_prob", type=float, default=None,
+                       help="wan: share of samples whose context ends before the target, so only memory shows it")
+    train.add_argument("--max-detour", dest="max_detour", type=COUNT, default=None,
+                       help="wan: latent frames between a detour sample's context and its target, at most")
     train.add_argument("--resume", action="store_true", default=None, help="wan: continue from the latest checkpoint")
     train.add_argument("--ship", action="store_true", help="copy the trained model into the package as 'tiny'")
     for name, kind in (("sequences", COUNT), ("codec_steps", COUNT), ("generator_steps", COUNT), ("generator_head_dim", COUNT),

@@ -22,7 +22,7 @@ from mirage_gym.models.generator import CONTROL_EXTRA
 from mirage_gym.models.vace import addon_from_base, attach_lora
 from mirage_gym.models.video_codec import WanVideoCodec
 from mirage_gym.models.wan import TINY_TRANSFORMER, save_random_wan
-from mirage_gym.training.wan import clip_samples, draw_batch, flow_loss, trainable
+from mirage_gym.training.wan import ClipSamples, WanTrainConfig, clip_samples, draw_batch, flow_loss, trainable, train_wan
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +95,49 @@ def test_memory_of_a_sample_comes_from_the_clips_earlier_frames(setup):
     assert samples.latents.shape == (3, 48, 4, 4) and samples.memory.shape == (2, 48, 4, 4)
     # every target's camera is its last video frame's pose relative to the previous latent frame's
     expected = np.linalg.inv(clip.poses_c2w[0]) @ clip.poses_c2w[4]
-    np.testing.assert_allclose(samples.camera[0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(samples.camera(0, 1).numpy(), expected, atol=1e-5)
     covered = samples.mask[:, 0] > 0
     assert covered.any()
     # remembered cells hold latents written from the clip (float16 copies)
     flat = samples.latents[:2].permute(0, 2, 3, 1).reshape(-1, 48)
     for cell in samples.memory.permute(0, 2, 3, 1)[covered]:
         assert torch.isclose(flat, cell, atol=2e-2, rtol=1e-2).all(dim=1).any()
+
+
+def labelled_clip(frames: int = 7) -> ClipSamples:
+    """Latent frame k filled with the value k, and distinct poses, so a batch names its frames."""
+    latents = torch.arange(frames, dtype=torch.float32).view(-1, 1, 1, 1).expand(frames, 2, 2, 2).clone()
+    poses = torch.eye(4, dtype=torch.float64).repeat(frames, 1, 1)
+    poses[:, 0, 3] = torch.arange(frames) * 0.2
+    empty = torch.zeros(frames - 1, 1, 2, 2)
+    return ClipSamples(latents, latents[1:].clone(), empty + 1, empty + 3.0, poses)
+
+
+@pytest.mark.parametrize("detour_prob", [0.0, 1.0])
+def test_detour_samples_end_their_context_before_the_target(detour_prob):
+    gaps = set()
+    for seed in range(40):
+        context, noisy, sigma, flow, memory, _, _, camera = draw_batch(
+            [labelled_clip()], torch.Generator().manual_seed(seed), 4, 2, 5.0, detour_prob, 3)
+        x0 = noisy - sigma.view(-1, 1, 1, 1) * flow  # noisy = x0 + sigma * (noise - x0)
+        for row in range(4):
+            k, last = round(float(x0[row].mean())), int(context[row, -1, 0, 0, 0])
+            assert float(memory[row].mean()) == k  # memory is always read at the target
+            gap = k - 1 - last
+            gaps.add(gap)
+            assert 0 <= gap <= 3 and last >= 0
+            assert gap == 0 if detour_prob == 0 or k == 1 else gap >= 1  # the first target has no room for one
+            assert context[row, 0, 0, 0, 0] == max(0, last - 1)
+            assert torch.allclose(camera[row, 0, 3], torch.tensor((k - last) * 0.2))  # target in the last context frame
+    assert gaps == ({0} if detour_prob == 0 else {0, 1, 2, 3})
+
+
+def test_bad_detour_arguments_are_refused(setup, tmp_path):
+    for kwargs, message in ((dict(detour_prob=1.5), "detour_prob"), (dict(detour_prob=0.5, max_detour=0), "max_detour")):
+        cfg = WanTrainConfig(base=str(setup / "base"), data=str(setup / "clips"), out=str(tmp_path / "x"), **kwargs)
+        with pytest.raises(ValueError, match=message):
+            train_wan(cfg, progress=False)
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_training_step_changes_only_the_stage_weights(setup):

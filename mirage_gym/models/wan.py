@@ -280,7 +280,9 @@ def save_random_wan(path: str | Path, transformer_config: dict = TINY_TRANSFORME
     path = Path(path)
     torch.manual_seed(seed)
     WanTransformer3DModel(**transformer_config).save_pretrained(path / "transformer")
-    AutoencoderKLWan(**vae_config).save_pretrained(path / "vae")
+    vae = AutoencoderKLWan(**vae_config)
+    calibrate_latent_statistics(vae)
+    vae.save_pretrained(path / "vae")
     UniPCMultistepScheduler(**SCHEDULER).save_pretrained(path / "scheduler")
     index = {"_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"],
              "vae": ["diffusers", "AutoencoderKLWan"], "scheduler": ["diffusers", "UniPCMultistepScheduler"],
@@ -290,6 +292,23 @@ def save_random_wan(path: str | Path, transformer_config: dict = TINY_TRANSFORME
         index.update(text_encoder=["transformers", "UMT5EncoderModel"], tokenizer=["transformers", "T5TokenizerFast"])
     (path / WAN_INDEX).write_text(json.dumps(index, indent=2))
     return path
+
+
+@torch.no_grad()
+def calibrate_latent_statistics(vae, scenes: int = 8) -> None:
+    """Set ``latents_mean`` / ``latents_std`` in ``vae``'s config to the per-channel statistics
+    of its latents on procedural views, as a real Wan VAE's config records them, so that
+    normalised latents have unit scale. (A random VAE's raw latents are far smaller than the
+    noise; trained against them, a flow model learns to predict the noise and ignores x0.)"""
+    from mirage_gym.training.data import render_sequences
+
+    multiple = int(vae.config.scale_factor_spatial)
+    frames = 1 + 2 * int(vae.config.scale_factor_temporal)  # three latent frames: the first and two chunks
+    clips = render_sequences(range(scenes), length=frames, size=4 * multiple, progress=False).rgb
+    video = torch.as_tensor(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    raw = vae.encode(video).latent_dist.mode().float()
+    vae.register_to_config(latents_mean=raw.mean((0, 2, 3, 4)).tolist(),
+                           latents_std=raw.std((0, 2, 3, 4)).clamp_min(1e-6).tolist())
 
 
 def _save_tiny_text_encoder(path: Path, dim: int) -> None:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 STAGES = ("vace", "lora")
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.jsonl"
+CACHE_FORMAT = 2  # bumped when the cached tensors change (2: poses instead of consecutive cameras)
 
 
 @dataclass
@@ -54,6 +55,8 @@ class WanTrainConfig:
     batch_size: int = 1  # samples per process per step
     grad_clip: float = 1.0
     context_frames: int = 2  # clean preceding latent frames, as the env runs
+    detour_prob: float = 0.0  # share of samples whose context ends before the target (see draw_batch)
+    max_detour: int = 3  # latent frames between a detour sample's context and its target, at most
     flow_shift: float = 5.0
     checkpoint_every: int = 100
     seed: int = 0
@@ -78,7 +81,11 @@ class ClipSamples:
     memory: torch.Tensor  # (F-1, C, h, w) memory read at target frame k = 1 .. F-1
     mask: torch.Tensor  # (F-1, 1, h, w)
     memory_depth: torch.Tensor  # (F-1, 1, h, w), inf where empty
-    camera: torch.Tensor  # (F-1, 4, 4) pose of frame k in the camera of frame k-1
+    poses: torch.Tensor  # (F, 4, 4) c2w pose of each latent frame (its last video frame)
+
+    def camera(self, last_context: int, target: int) -> torch.Tensor:
+        """The target's pose in the camera of the last context frame (the env's relative camera)."""
+        return torch.linalg.inv(self.poses[last_context]) @ self.poses[target]
 
 
 def latent_frame_indices(frames: int, temporal: int) -> np.ndarray:
@@ -86,36 +93,57 @@ def latent_frame_indices(frames: int, temporal: int) -> np.ndarray:
     return np.concatenate([[0], np.arange(temporal, frames, temporal)])
 
 
+def _remember(memory, clip, frame: int, latent: torch.Tensor, far: float, readout=None) -> None:
+    """Write one latent frame with the world's policy (static cells only; cells memory already
+    holds, as ``readout`` (the read at this frame) shows, are kept, and a surface closer than
+    memory's is not written over)."""
+    from mirage_gym.memory import static_keep_mask
+
+    held = None if readout is None else readout.mask[0] > 0
+    depth = torch.as_tensor(clip.depths[frame])
+    dynamic = None if clip.masks is None else torch.as_tensor(clip.masks[frame])
+    keep = static_keep_mask(depth, dynamic_mask=dynamic, far=far)
+    memory.write(latent, depth, clip.poses_c2w[frame], clip.intrinsics[frame], keep_mask=keep, confidence=1.0,
+                 readout=readout, reject_closer_than_memory=None if held is None else 0.25, skip_cells=held)
+
+
 @torch.no_grad()
 def clip_samples(clip, codec, grid: tuple[int, int], far: float = 50.0) -> ClipSamples:
     """Encode a clip and read the memory each target latent frame would see in the world."""
-    from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+    from mirage_gym.memory import LatentSpatialMemory
 
     t = len(clip)
     usable = 1 + (t - 1) // codec.frames_per_latent * codec.frames_per_latent
     video = torch.as_tensor(clip.frames[:usable]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     raw = codec.vae.encode(video.to(codec.device, codec.vae.dtype)).latent_dist.mode().float()
     latents = ((raw - codec.mean.to(raw.device)[..., None]) / codec.std.to(raw.device)[..., None])[0].transpose(0, 1)
+    latents = latents.cpu()
     picks = latent_frame_indices(usable, codec.frames_per_latent)
     memory = LatentSpatialMemory(latents.shape[1], far=far, device="cpu")
     height, width = clip.frames.shape[1:3]
     reads = []
     for k, frame in enumerate(picks):
-        pose, k_mat = clip.poses_c2w[frame], clip.intrinsics[frame]
-        depth = torch.as_tensor(clip.depths[frame])
-        dynamic = None if clip.masks is None else torch.as_tensor(clip.masks[frame])
-        keep = static_keep_mask(depth, dynamic_mask=dynamic, far=far)
-        readout = memory.read(pose, k_mat, grid, image_size=(height, width)) if k else None
-        memory.write(latents[k].cpu(), depth, pose, k_mat, keep_mask=keep, confidence=1.0, readout=readout,
-                     reject_closer_than_memory=0.25 if k else None,
-                     skip_cells=None if readout is None else readout.mask[0] > 0)
-        if readout is not None:
+        readout = None
+        if k:
+            readout = memory.read(clip.poses_c2w[frame], clip.intrinsics[frame], grid, image_size=(height, width))
             reads.append(readout)
-    poses = torch.as_tensor(clip.poses_c2w[picks])
-    camera = torch.linalg.inv(poses[:-1]) @ poses[1:]
-    return ClipSamples(latents.cpu(), torch.stack([r.features for r in reads]).float(),
+        _remember(memory, clip, frame, latents[k], far, readout)
+    return ClipSamples(latents, torch.stack([r.features for r in reads]).float(),
                        torch.stack([r.mask for r in reads]).float(), torch.stack([r.depth for r in reads]).float(),
-                       camera.float())
+                       torch.as_tensor(clip.poses_c2w[picks]).double())
+
+
+@torch.no_grad()
+def seen_in(clip, frames: list[int], target: int, grid: tuple[int, int], far: float = 50.0) -> torch.Tensor:
+    """(h, w) bool: the target video frame's latent cells that video ``frames`` show (the part
+    of a view that context frames alone could supply)."""
+    from mirage_gym.memory import LatentSpatialMemory
+
+    memory = LatentSpatialMemory(1, far=far, device="cpu")
+    for frame in sorted(set(frames)):
+        _remember(memory, clip, frame, torch.zeros(1, *grid), far)
+    image_size = clip.frames.shape[1:3]
+    return memory.read(clip.poses_c2w[target], clip.intrinsics[target], grid, image_size=image_size).mask[0] > 0
 
 
 def load_or_encode(cfg: WanTrainConfig, codec, grid, accelerator, progress: bool) -> list[ClipSamples]:
@@ -125,11 +153,12 @@ def load_or_encode(cfg: WanTrainConfig, codec, grid, accelerator, progress: bool
     from mirage_gym.clips import ClipError, clip_dirs, read_clip
 
     dirs = clip_dirs(cfg.data)
-    key = hashlib.sha256(json.dumps([str(Path(cfg.base).resolve()), cfg.context_frames,
+    vae_config = (Path(cfg.base) / "vae" / "config.json").read_text()  # the latent normalisation is in it
+    key = hashlib.sha256(json.dumps([CACHE_FORMAT, str(Path(cfg.base).resolve()), vae_config, cfg.context_frames,
                                      *[(str(d.resolve()), (d / "geometry.npz").stat().st_mtime_ns) for d in dirs]])
                          .encode()).hexdigest()[:16]
     cache = Path(cfg.out) / "cache" / f"clips-{key}.safetensors"
-    fields = ("latents", "memory", "mask", "memory_depth", "camera")
+    fields = ("latents", "memory", "mask", "memory_depth", "poses")
     with accelerator.main_process_first():
         if not cache.is_file():
             tensors = {}
@@ -151,16 +180,27 @@ def load_or_encode(cfg: WanTrainConfig, codec, grid, accelerator, progress: bool
     return [ClipSamples(*(data[f"{i}.{f}"] for f in fields)) for i in range(len(dirs))]
 
 
-def draw_batch(clips: list[ClipSamples], generator: torch.Generator, batch: int, context_frames: int, shift: float):
-    """One batch of (context, noisy target, sigma, target flow, memory inputs)."""
-    sizes = torch.tensor([len(c.camera) for c in clips])
+def draw_batch(clips: list[ClipSamples], generator: torch.Generator, batch: int, context_frames: int, shift: float,
+               detour_prob: float = 0.0, max_detour: int = 0):
+    """One batch of (context, noisy target, sigma, target flow, memory inputs).
+
+    A *detour* sample (probability ``detour_prob``) ends its context ``1 .. max_detour``
+    latent frames before the target, as when an agent returns to a view after looking
+    elsewhere: memory (built from every frame before the target) then shows what the context
+    does not, so the add-on is rewarded for using memory rather than only the context."""
+    sizes = torch.tensor([len(c.memory) for c in clips])
     picks = torch.multinomial(sizes.float(), batch, replacement=True, generator=generator)
     rows = []
     for c in picks.tolist():
-        k = 1 + int(torch.randint(len(clips[c].camera), (1,), generator=generator))
-        window = [max(0, j) for j in range(k - context_frames, k)]
-        rows.append((clips[c].latents[window], clips[c].latents[k], clips[c].memory[k - 1], clips[c].mask[k - 1],
-                     clips[c].memory_depth[k - 1], clips[c].camera[k - 1]))
+        clip = clips[c]
+        k = 1 + int(torch.randint(len(clip.memory), (1,), generator=generator))
+        gap = 0
+        if detour_prob > 0 and float(torch.rand(1, generator=generator)) < detour_prob and k > 1:
+            gap = 1 + int(torch.randint(min(max_detour, k - 1), (1,), generator=generator))
+        end = k - gap  # the context is frames end-K .. end-1
+        window = [max(0, j) for j in range(end - context_frames, end)]
+        rows.append((clip.latents[window], clip.latents[k], clip.memory[k - 1], clip.mask[k - 1],
+                     clip.memory_depth[k - 1], clip.camera(end - 1, k).float()))
     context, x0, memory, mask, memory_depth, camera = (torch.stack(t) for t in zip(*rows))
     u = torch.rand(batch, generator=generator)
     sigma = shift * u / (1 + (shift - 1) * u)
@@ -225,6 +265,10 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
             raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if not cfg.lr > 0:
         raise ValueError(f"lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.detour_prob <= 1:
+        raise ValueError(f"detour_prob must be in [0, 1], got {cfg.detour_prob}")
+    if cfg.detour_prob > 0 and int(cfg.max_detour) < 1:
+        raise ValueError(f"max_detour must be at least 1 when detour_prob > 0, got {cfg.max_detour}")
     out = Path(cfg.out)
     # without CUDA, several launched processes train on the CPU over gloo (accelerate's MULTI_CPU)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
@@ -264,7 +308,7 @@ def train_wan(cfg: WanTrainConfig, progress: bool = True) -> Path:
             seed = np.random.SeedSequence([cfg.seed, STAGES.index(stage), step, accelerator.process_index])
             generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
             batch = [t.to(accelerator.device) for t in draw_batch(clips, generator, cfg.batch_size, cfg.context_frames,
-                                                                 cfg.flow_shift)]
+                                                                 cfg.flow_shift, cfg.detour_prob, cfg.max_detour)]
             with accelerator.autocast():
                 loss = flow_loss(wrapped, batch, text, patch, dtype)
             accelerator.backward(loss)
@@ -317,13 +361,17 @@ def _truncate_log(log: Path, stage: str, step: int) -> None:
 
 @torch.no_grad()
 def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None = None, sampler_steps: int = 20,
-                   seed: int = 0, hide_memory: bool = False, progress: bool = True) -> dict:
+                   seed: int = 0, hide_memory: bool = False, detour: int = 0, progress: bool = True) -> dict:
     """Held-out latent prediction, shaped like env steps: every target latent frame of the
     clips in ``data`` is sampled (hold-memory off, so the figure is what the generator does
-    with memory, not the exact copy) and compared with the clip's true latent, over the
-    cells memory covers and over the rest. ``addon=None``: the zero add-on (the base);
-    ``hide_memory``: the generator is shown no memory (the ablation). ``mse_copy_covered``
-    is the error of memory's own latents on the covered cells, for reference."""
+    with memory, not the exact copy) and compared with the clip's true latent.
+
+    Errors are split by cell: ``covered`` (memory holds the cell), ``uncovered``, and
+    ``memory_only`` (memory holds it but the context frames do not show it: the cells where
+    only memory can help). ``detour``: the context ends that many latent frames before each
+    target (targets too early for it are skipped), as after looking elsewhere. ``addon=None``:
+    the zero add-on (the base); ``hide_memory``: the generator is shown no memory (the
+    ablation). ``mse_copy_covered`` is memory's own error on the covered cells, for reference."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 
     from mirage_gym.clips import clip_dirs, read_clip
@@ -340,23 +388,30 @@ def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None 
     dirs = clip_dirs(data)
     grid = _grid_of(data, codec, tuple(model.config.patch_size))
     generator = torch.Generator().manual_seed(seed)
-    errors = {"covered": [], "uncovered": [], "copy_covered": []}
+    errors = {"covered": [], "uncovered": [], "memory_only": [], "copy_covered": []}
     for d in tqdm(dirs, desc="evaluating", disable=not progress):
-        samples = clip_samples(read_clip(d), codec, grid)
-        for k in range(1, len(samples.latents)):
-            window = [max(0, j) for j in range(k - world_model.context_frames, k)]
+        clip = read_clip(d)
+        samples = clip_samples(clip, codec, grid)
+        picks = latent_frame_indices(1 + (len(clip) - 1) // codec.frames_per_latent * codec.frames_per_latent,
+                                     codec.frames_per_latent)
+        for k in range(1 + detour, len(samples.latents)):
+            end = k - detour
+            window = [max(0, j) for j in range(end - world_model.context_frames, end)]
             noise = torch.randn(samples.latents[k].shape, generator=generator)[None]
             memory, mask, depth = samples.memory[k - 1], samples.mask[k - 1], samples.memory_depth[k - 1]
             shown = (torch.zeros_like(memory), torch.zeros_like(mask), torch.full_like(depth, float("inf"))) \
                 if hide_memory else (memory, mask, depth)
             out = world_model.generate(samples.latents[window][None], *(t[None] for t in shown),
-                                       samples.camera[k - 1][None], noise)[0]
+                                       samples.camera(end - 1, k).float()[None], noise)[0]
             squared = (out - samples.latents[k]).pow(2).mean(0)
             covered = mask[0] > 0
+            memory_only = covered & ~seen_in(clip, [int(picks[j]) for j in window], int(picks[k]), grid)
             errors["covered"].append(squared[covered])
             errors["uncovered"].append(squared[~covered])
+            errors["memory_only"].append(squared[memory_only])
             errors["copy_covered"].append((memory - samples.latents[k]).pow(2).mean(0)[covered])
-    result = {"clips": len(dirs), "addon": None if addon is None else str(addon), "memory_hidden": hide_memory}
+    result = {"clips": len(dirs), "addon": None if addon is None else str(addon), "memory_hidden": hide_memory,
+              "detour": detour}
     for name, parts in errors.items():
         values = torch.cat(parts)
         result[f"mse_{name}"] = float(values.mean()) if values.numel() else float("nan")
