@@ -46,6 +46,7 @@ from mirage_gym.geometry import Action, RigConfig, apply_motion, discrete_to_con
 from mirage_gym.memory import static_keep_mask  # noqa: E402
 from mirage_gym.metrics import psnr  # noqa: E402
 from mirage_gym.scenes import make_scene  # noqa: E402
+from mirage_gym.threads import torch_threads  # noqa: E402
 from mirage_gym.world import World, WorldConfig  # noqa: E402
 
 MEMORIES = ("latent", "color")
@@ -216,11 +217,14 @@ def main(argv=None) -> int:
     if any(s < 64 for s in sizes):
         parser.error(f"frame sizes must be at least 64, got {sizes}")
 
+    # no autograd and the benchmark's threads for the run only: a caller (a test) keeps its own settings
+    with torch.no_grad(), torch_threads(args.threads or None):
+        return _measure(args, steps, sizes)
+
+
+def _measure(args, steps: int, sizes: list[int]) -> int:
     from mirage_gym.models import load_backend
 
-    torch.set_grad_enabled(False)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     backend = load_backend(args.model)
     scene = make_scene(args.scene_seed)
     poses, actions = walk(scene, steps + 1)

@@ -90,7 +90,9 @@ def test_memory_benchmark_quick_runs_the_real_world_with_each_memory(tmp_path):
     import memory as bench
 
     out = tmp_path / "memory.json"
+    threads = torch.get_num_threads()
     assert bench.main(["--quick", "--steps", "25", "--json", str(out)]) == 0
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads, "the caller's torch settings are kept"
     rows = json.loads(out.read_text())["sizes"]["64"]
     assert set(rows) == {"latent", "color"}
     for row in rows.values():
