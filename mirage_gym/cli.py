@@ -204,6 +204,40 @@ def _score(argv: list[str]) -> int:
     return _program("score")(argv)
 
 
+def _env_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for an env argument; VALUE is read as JSON where it parses (numbers,
+    true/false, null, lists), as a plain string otherwise."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (an env argument), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _serve(args) -> None:
+    import importlib.util
+
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(f"serve needs {' and '.join(missing)}: pip install 'mirage-gym[serve]'")
+    from mirage_gym.serve import ServeConfig, check_config, serve
+
+    config = ServeConfig(env_id=args.env_id, env_kwargs={"model": args.model, **dict(args.set or [])},
+                         max_sessions=args.max_sessions, idle_timeout=args.idle_timeout, workers=args.workers,
+                         start_seed=args.seed)
+    check_config(config)  # builds one env now, so bad arguments fail here and the model is loaded once
+    where = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/"
+    print(f"serving {args.env_id} at {where} (up to {args.max_sessions} worlds; ctrl-c stops)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this port can use the server "
+              "(there is no login); prefer the default 127.0.0.1 and an SSH tunnel", file=sys.stderr, flush=True)
+    serve(config, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mirage-gym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--zoom", type=_positive_float, default=8.0)
     play.add_argument("--map", action="store_true", help="show the bird's-eye memory map beside the frame")
     play.set_defaults(func=_play)
+
+    serve = sub.add_parser("serve", help="walk generated worlds in a browser: one world per connected page")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=_int_at_least(0), default=8000)
+    serve.add_argument("--env-id", dest="env_id", type=_env_id, default="MirageWorld-v0")
+    serve.add_argument("--model", type=_model, default="tiny", help="'tiny' (shipped) or a local model directory")
+    serve.add_argument("--set", action="append", type=_env_setting, metavar="KEY=VALUE",
+                       help="another env argument, e.g. --set width=128 --set memory=color (repeatable)")
+    serve.add_argument("--seed", type=SEED, default=0, help="the reset seed of the world a new page starts in")
+    serve.add_argument("--max-sessions", dest="max_sessions", type=COUNT, default=4, help="worlds at once")
+    serve.add_argument("--idle-timeout", dest="idle_timeout", type=_positive_float, default=600.0,
+                       help="seconds without a message before a world is closed")
+    serve.add_argument("--workers", type=COUNT, default=None, help="threads stepping worlds (default: one per core, at least 2)")
+    serve.set_defaults(func=_serve)
     return parser
 
 
