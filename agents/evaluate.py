@@ -112,7 +112,7 @@ def depth_of(obs) -> np.ndarray | None:
     return obs["depth"][..., 0] if isinstance(obs, dict) and "depth" in obs else None
 
 
-def run_episode(env, agent, source: Source, steps: int, record: bool = False) -> dict:
+def run_explore_episode(env, agent, source: Source, steps: int, record: bool = False) -> dict:
     """Play ``steps`` steps (fewer if the episode ends) from ``source``; the agent and the
     env are both seeded with ``source.seed``. Time covers ``act`` + ``step``, not renders
     or the world-consistency scores of the episode (:func:`mirage_gym.metrics.score_rollout`)."""
@@ -213,7 +213,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
         results[name] = []
         for i, source in enumerate(sources):
             bar.set_postfix(agent=name, source=source.label)
-            episode = run_episode(env, agent, source, args.steps, record=i < args.videos)
+            episode = run_explore_episode(env, agent, source, args.steps, record=i < args.videos)
             if episode["frames"]:
                 video = Path("videos") / f"{name}_{slug(source.label)}.mp4"
                 write_video(out / video, episode["frames"])
@@ -232,7 +232,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
         loop[key] = []
         for i, source in enumerate(sources):
             bar.set_postfix(loop_closure=key, source=source.label)
-            loop[key].append(run_episode(env, orbit, source, LOOP_STEPS, record=i == 0))
+            loop[key].append(run_explore_episode(env, orbit, source, LOOP_STEPS, record=i == 0))
             bar.update()
         env.close()
     bar.close()

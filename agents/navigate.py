@@ -68,7 +68,7 @@ class OracleAgent:
         pass
 
     def act(self, obs, info: dict):
-        return int(self.env.unwrapped.core.task.oracle_action(0))
+        return int(self.env.unwrapped.adapter.task.oracle_action(0))
 
 
 class RandomGoalAgent:
@@ -99,7 +99,7 @@ class PolicyAgent:
         return int(action)
 
 
-def run_episode(env: gym.Env, agent, seed: int) -> dict:
+def run_goal_episode(env: gym.Env, agent, seed: int) -> dict:
     agent.reset(seed)
     obs, info = env.reset(seed=seed)
     steps, start = 0, time.perf_counter()
@@ -182,7 +182,7 @@ def evaluate(args: Args, env_kwargs: dict | None = None) -> dict:
             agents["ppo"] = PolicyAgent(ppo)
         report["tasks"][task] = {}
         for name, agent in agents.items():
-            result = summary([run_episode(env, agent, s) for s in seeds])
+            result = summary([run_goal_episode(env, agent, s) for s in seeds])
             report["tasks"][task][name] = result
             print(f"{task:>9} {name:>7}: success {result['success']['mean']:.2f}  SPL {result['spl']['mean']:.3f}  "
                   f"distance to goal {result['distance_to_goal']['mean']:.2f} m")

@@ -31,7 +31,7 @@ import mirage_gym  # noqa: F401  (registers the ids)
 from mirage_gym.sb3 import make_sb3_vec_env
 
 from . import parse_args
-from .evaluate import Source, make_env, model_name, run_episode, stats
+from .evaluate import Source, make_env, model_name, run_explore_episode, stats
 from .policies import FrontierAgent, RandomAgent
 
 
@@ -137,7 +137,7 @@ def compare(model: PPO, args: Args, env_kwargs: dict) -> dict:
     sources = [Source(f"seed {s}", s) for s in range(args.eval_seed, args.eval_seed + args.eval_episodes)]
     results = {}
     for name, agent in contenders.items():
-        episodes = [run_episode(env, agent, source, args.episode_steps) for source in sources]
+        episodes = [run_explore_episode(env, agent, source, args.episode_steps) for source in sources]
         results[name] = {key: stats([e[key] for e in episodes]) for key in ("coverage_voxels", "reward", "collisions", "steps_per_second")}
     env.close()
     return {"episode_steps": args.episode_steps, "seeds": [s.seed for s in sources], "policies": results}

@@ -28,7 +28,7 @@ import torch
 import mirage_gym.rllib as mrl
 
 from . import parse_args
-from .evaluate import Source, make_env, run_episode, stats
+from .evaluate import Source, make_env, run_explore_episode, stats
 from .policies import RandomAgent
 
 
@@ -149,7 +149,7 @@ def compare(module, args: Args) -> dict:
     sources = [Source(f"seed {s}", s) for s in range(args.eval_seed, args.eval_seed + args.eval_episodes)]
     results = {}
     for name, agent in {"rllib_ppo": ModuleAgent(module), "random": RandomAgent(env.action_space)}.items():
-        episodes = [run_episode(env, agent, source, args.episode_steps) for source in sources]
+        episodes = [run_explore_episode(env, agent, source, args.episode_steps) for source in sources]
         results[name] = {key: stats([e[key] for e in episodes]) for key in ("coverage_voxels", "reward", "collisions")}
     env.close()
     return {"episode_steps": args.episode_steps, "seeds": [s.seed for s in sources], "policies": results}

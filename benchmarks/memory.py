@@ -1,38 +1,26 @@
-"""Latent spatial memory vs the color point-cloud baseline: per-step time and cache bytes.
+"""Latent spatial memory vs the color point-cloud memory, end to end in the real ``World``.
 
-One deterministic camera walk (forward runs, turns, look-arounds, glances up and down; it
-stays in free space via ``scene.is_free`` and revisits the rooms it crosses) through a
-procedural scene. Frames are rendered up front, outside every timed region. Each memory
-then replays the whole walk in its own pass (so one memory's working set never pollutes
-another's caches); per step it does what a world model with that memory would do. Every
-row writes the same filtered frames (``static_keep_mask`` with the world's far: no sky in
-the points; the latent memory keeps mostly-sky cells in its sky dome, as the world does).
+The same tiny world model runs the same walk twice, once with each memory (the env's
+``memory="latent"`` and ``memory="color"``): nothing here re-implements the world's read
+and write sequence, so the benchmark cannot drift from the product. The two worlds are
+stepped side by side, alternately (which one goes first alternates every step), so load
+from other processes falls on both.
 
-* ``latent``: exactly the memory traffic of ``World`` (``mirage_gym/world.py``) per step,
-  on the memory a default ``World`` builds (taken from ``World.memories``, so it has the
-  ``WorldConfig`` voxel size, capacity and far and the memory's default float16 storage).
-  Step 0 is ``World.reset``: the seed frame is written with known depth (confidence 1).
-  Every later step is ``World.step``: a move's clearance check against memory
-  (``distance_to``, as ``World._blocked`` does when the camera moves), the read at the new
-  pose on the /8 latent grid (``_advance``), then the write of the frame (``_remember``)
-  with ``skip_cells`` = the readout mask (cells the generator copied from memory are not
-  re-lifted, so memory grows only with novel cells), ``reject_closer_than_memory`` =
-  ``residual_tolerance`` and the generated-frame confidence. Latents are random 16-channel
-  grids (only cost is measured); depth comes from the render. The world's coverage
-  bookkeeping (reward, not memory) is not timed.
-* ``color (append)``: ``ColorPointCloudMemory`` render at full pixel resolution + the codec
-  re-encode of that render (a diffusers autoencoder with random weights) + write of the new
-  frame's pixels, appended (Voyager / Spatia).
-* ``color (voxel dedup)``: the same with one point per voxel (a fairer second row).
+* ``latent`` (Mirage): memory read at the new pose on the latent grid, no pixel rendering
+  and no encoder call.
+* ``color`` (Voyager / Spatia style): RGB points at pixel resolution, one per 2 cm voxel,
+  rendered at the target pose at full resolution and re-encoded by the codec every step.
 
-The decode of the generated frame is common to both designs and is not timed. Reported per
-row: median per-step time over an early window (steps 10-30) and a late window (the last 20
-steps), cache bytes at the last step, and the ratios latent vs color. Every row runs on one
-torch thread by default (``--threads``): with other jobs on the machine, intra-op threads
-wait on each other and per-step times swing by up to 100x.
+The walk (deterministic, collision-free in the true scene: forward runs, turns,
+look-arounds, glances up and down) opens with a 360-degree turn in 24 steps. Reported per
+frame size and memory: per-step time (median of ``World.step`` over steps 10-30 and over
+the last 20 steps), memory bytes at the last step (``info["memory_bytes"]``), loop closure
+(PSNR of the frame after the opening turn against the frame first shown there),
+fidelity (mean PSNR of every 10th frame against the procedural scene's true render at the
+world's pose) and the mean share of the view memory covered.
 
-    python benchmarks/memory.py            # 300 steps at 256x256 and 512x512
-    python benchmarks/memory.py --quick    # 60 steps at 256x256 (CI-sized)
+    python benchmarks/memory.py            # 300 steps at 64, 128 and 256 pixels
+    python benchmarks/memory.py --quick    # 30 steps at 64 pixels (a test runs it)
     python benchmarks/memory.py --json out.json
 """
 
@@ -48,7 +36,6 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -56,37 +43,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mirage_gym.geometry import Action, RigConfig, apply_motion, discrete_to_continuous, pose_from_state  # noqa: E402
-from mirage_gym.memory import ColorPointCloudMemory, LatentSpatialMemory, static_keep_mask  # noqa: E402
+from mirage_gym.memory import static_keep_mask  # noqa: E402
+from mirage_gym.metrics import psnr  # noqa: E402
 from mirage_gym.scenes import make_scene  # noqa: E402
+from mirage_gym.threads import torch_threads  # noqa: E402
 from mirage_gym.world import World, WorldConfig  # noqa: E402
 
-LATENT_CHANNELS = 16
-DOWNSAMPLE = 8
-DEDUP_VOXEL = 0.02  # about one pixel's footprint at 2-3 m at 256 px, 90 degrees FOV
+MEMORIES = ("latent", "color")
 CLEARANCE = 0.4  # metres from any solid (scene.is_free)
 MIN_VIEW = 0.9  # median depth (metres) the camera keeps ahead of it
-WORLD = WorldConfig()  # the product's defaults: memory config and write policy of the latent row
-
-# The codec that re-encodes the color render: diffusers AutoencoderTiny (TAESD architecture)
-# with /8 downsampling to 16 latent channels, width 32 like the project's tiny codec
-# (DESIGN.md section 6) plus one stage. Random weights: only its cost matters here. Far
-# smaller than the video VAEs Voyager / Spatia actually use, so this favours the baseline.
-CODEC_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=LATENT_CHANNELS,
-    encoder_block_out_channels=(32, 32, 32, 32),
-    decoder_block_out_channels=(32, 32, 32, 32),
-    num_encoder_blocks=(1, 2, 2, 2),
-    num_decoder_blocks=(2, 2, 2, 1),
-)
+LOOP = 24  # the walk opens with a full turn: step 24 shows the pose of step 0
+FIDELITY_EVERY = 10
 
 
 # --------------------------------------------------------------------------- trajectory
 
 
-def walk(scene, steps: int, seed: int = 0) -> list[np.ndarray]:
-    """A deterministic, collision-free camera walk of ``steps`` poses (the first is the reset pose).
+def walk(scene, steps: int, seed: int = 0) -> tuple[list[np.ndarray], list[Action]]:
+    """A deterministic, collision-free camera walk of ``steps`` poses (the first is the reset
+    pose) and the ``steps - 1`` actions that take it.
 
     Segments drawn from a seeded RNG: forward runs, turns, strafes, glances up and down, and a
     full 360-degree look-around every few segments. A move is taken only if the new position
@@ -98,6 +73,7 @@ def walk(scene, steps: int, seed: int = 0) -> list[np.ndarray]:
     rig = RigConfig()
     state = np.zeros(6)
     poses = [pose_from_state(state)]
+    actions: list[Action] = []
     plan: list[Action] = []
     since_look_around = 0
 
@@ -133,9 +109,11 @@ def walk(scene, steps: int, seed: int = 0) -> list[np.ndarray]:
                     break
             plan = [turn] * (n_turns - 1) + [Action.MOVE_FORWARD] * int(rng.integers(3, 8))
             nxt = apply_motion(state, discrete_to_continuous(int(turn)), rig)
+            action = turn
         state = nxt
+        actions.append(action)
         poses.append(pose_from_state(state))
-    return poses
+    return poses, actions
 
 
 def revisit_share(poses: list[np.ndarray], cell: float = 0.5) -> float:
@@ -150,149 +128,62 @@ def revisit_share(poses: list[np.ndarray], cell: float = 0.5) -> float:
     return hits / len(poses)
 
 
-def moved(poses: list[np.ndarray]) -> list[bool]:
-    """Which steps translate the camera (the world checks clearance against memory on those);
-    the others only turn or look up and down."""
-    return [False] + [not np.allclose(a[:3, 3], b[:3, 3]) for a, b in zip(poses, poses[1:])]
-
-
 # --------------------------------------------------------------------------- runs
 
 
-def build_codec():
-    from diffusers import AutoencoderTiny
-
-    torch.manual_seed(0)
-    codec = AutoencoderTiny(**CODEC_CONFIG).eval()
-    params = sum(p.numel() for p in codec.encoder.parameters())
-    return codec, params
+def worlds_for(backend, size: int) -> dict[str, World]:
+    """One world per memory, each as ``gym.make(..., memory=name, width=size, height=size)`` builds it."""
+    return {name: World(backend, replace(WorldConfig(), width=size, height=size, memory=name)) for name in MEMORIES}
 
 
-def replay(make_memory, frames, prepare, step) -> dict:
-    """Time ``step(memory, t, frame, *prepare(t, frame))`` over the walk on a fresh memory.
-
-    ``prepare`` (untimed) turns a frame into the row's inputs; ``step`` returns the readout
-    (or None). A few untimed steps on a throw-away memory go first: first calls of torch ops
-    are slow.
-    """
-    warm = make_memory()
-    for t, f in enumerate(frames[:3]):
-        step(warm, t, f, *prepare(t, f))
-    memory = make_memory()
-    times, coverage = [], []
-    for t, f in enumerate(frames):
-        args = prepare(t, f)
-        start = time.perf_counter()
-        out = step(memory, t, f, *args)
-        times.append(time.perf_counter() - start)
-        coverage.append(0.0 if out is None else out.coverage)
-    return {"times": times, "coverage": coverage, "stats": memory.stats()}
-
-
-def best_of(runs: list[dict]) -> dict:
-    """Per-step minimum over repeated passes (filters other processes' interference)."""
-    return {
-        "times": [min(ts) for ts in zip(*(r["times"] for r in runs))],
-        "coverage": runs[0]["coverage"],
-        "stats": runs[0]["stats"],
-        "passes": len(runs),
-    }
-
-
-def keep_mask(f) -> torch.Tensor:
-    """The filter every row applies before writing: no sky, nothing beyond the world's far."""
-    return static_keep_mask(f.depth, f.labels, far=WORLD.far)
-
-
-def world_memory(size: int) -> LatentSpatialMemory:
-    """A fresh memory exactly as a default ``World`` of this frame size builds it."""
-    no_model = SimpleNamespace(latent_channels=LATENT_CHANNELS, downsample=DOWNSAMPLE)  # the world needs only these
-    return World(no_model, replace(WORLD, width=size, height=size)).memories[0]
-
-
-def run_latent(frames, size: int, seed: int = 0) -> dict:
-    """The world's memory traffic per step (see the module docstring)."""
-    grid = (size // DOWNSAMPLE, size // DOWNSAMPLE)
-    moves = moved([f.pose for f in frames])
-    gen = torch.Generator().manual_seed(seed)
-
-    def prepare(t, f):
-        return torch.randn(LATENT_CHANNELS, *grid, generator=gen), torch.from_numpy(f.depth), keep_mask(f)
-
-    def step(memory, t, f, latents, depth, keep):
-        if t == 0:  # World.reset: the seed frame, depth known
-            memory.write(latents, depth, f.pose, f.intrinsics, keep_mask=keep, confidence=1.0)
-            return None
-        if moves[t]:
-            memory.distance_to(f.pose[:3, 3])  # World._blocked: clearance check of a move
-        out = memory.read(f.pose, f.intrinsics, grid, image_size=(size, size))  # World._advance
-        memory.write(  # World._remember
-            latents,
-            depth,
-            f.pose,
-            f.intrinsics,
-            keep_mask=keep,
-            confidence=WORLD.generated_confidence,
-            reject_closer_than_memory=WORLD.residual_tolerance,
-            skip_cells=out.mask[0] > 0,
-        )
-        return out
-
-    return replay(lambda: world_memory(size), frames, prepare, step)
-
-
-def run_color(frames, size: int, codec, dedup: float | None) -> dict:
-    def prepare(t, f):
-        return torch.from_numpy(f.rgb).permute(2, 0, 1).float() / 255.0, torch.from_numpy(f.depth), keep_mask(f)
-
-    def step(memory, t, f, rgb, depth, keep):
-        out = None
-        if t:
-            out = memory.read(f.pose, f.intrinsics, (size, size))
-            codec.encode(out.features[None] * 2.0 - 1.0)  # the render, re-encoded every step
-        memory.write(rgb, depth, f.pose, f.intrinsics, keep_mask=keep)
-        return out
-
-    return replay(lambda: ColorPointCloudMemory(dedup_voxel_size=dedup, far=WORLD.far), frames, prepare, step)
+def run(backend, scene, actions: list[Action], size: int, seed: int = 0) -> dict:
+    """Step one world per memory through ``actions`` side by side; per memory: step times,
+    coverage, loop-closure PSNR, fidelity PSNRs and memory stats."""
+    worlds = worlds_for(backend, size)
+    start = scene.render(np.eye(4), size, size)
+    keep = static_keep_mask(start.depth, start.labels, far=WorldConfig().far).numpy()
+    out = {name: {"times": [], "coverage": [], "fidelity": []} for name in MEMORIES}
+    first = {}
+    for name, world in worlds.items():
+        first[name] = world.reset(0, start.rgb, start.depth, keep, seed=seed).rgb[0]
+    order = list(MEMORIES)
+    for t, action in enumerate(actions, start=1):
+        motion = discrete_to_continuous(int(action))[None]
+        order.reverse()  # alternate which memory steps first
+        for name in order:
+            begin = time.perf_counter()
+            frame = worlds[name].step(motion)
+            out[name]["times"].append(time.perf_counter() - begin)
+            covered = 1.0 - float(frame.novelty[0])
+            out[name]["coverage"].append(covered)
+            if t == LOOP:
+                out[name]["loop_psnr"] = psnr(frame.rgb[0], first[name])
+            if t % FIDELITY_EVERY == 0:
+                truth = scene.render(frame.pose[0], size, size)
+                out[name]["fidelity"].append(psnr(frame.rgb[0], truth.rgb))
+    for name, world in worlds.items():
+        out[name]["stats"] = world.memory_stats(0)
+    return out
 
 
 def windows(steps: int) -> tuple[range, range]:
-    """Early and late measurement windows: steps 10-30 and 280-300 for a 300-step walk."""
-    w = max(steps // 15, 5)
-    return range(max(w // 2, 5), max(w // 2, 5) + w), range(steps - w, steps)
+    """Early and late measurement windows (0-based step indices): steps 10-30 and the last 20."""
+    return range(9, min(30, steps)), range(max(steps - 20, 0), steps)
 
 
-def summarise(run: dict, early: range, late: range, moves: list[bool]) -> dict:
-    """Window medians and totals. ``late_over_early_moves`` / ``_turns`` compare like with
-    like: the walk opens with a look-around, so the early window is mostly turns and the
-    late one mostly moves, and a latent move also runs the clearance check."""
-
-    def med(steps: range, kind: bool | None = None) -> float | None:
-        times = [run["times"][i] for i in steps if kind in (None, moves[i])]
-        return statistics.median(times) if times else None
-
-    def late_over_early(kind: bool | None = None) -> float | None:
-        a, b = med(late, kind), med(early, kind)
-        return None if a is None or b is None else a / b
-
+def summarise(row: dict, early: range, late: range) -> dict:
+    times = row["times"]
     return {
-        "early_ms": 1e3 * med(early),
-        "late_ms": 1e3 * med(late),
-        "late_over_early": late_over_early(),
-        "late_over_early_moves": late_over_early(True),
-        "late_over_early_turns": late_over_early(False),
-        "passes": run["passes"],
-        "points": int(run["stats"]["points"]),
-        "bytes": int(run["stats"]["bytes"]),
-        "voxels": int(run["stats"]["voxels"]),
-        "coverage_early": float(np.mean([run["coverage"][i] for i in early])),
-        "coverage_late": float(np.mean([run["coverage"][i] for i in late])),
-        "step_ms": [round(1e3 * x, 3) for x in run["times"]],
+        "early_ms": 1e3 * statistics.median(times[i] for i in early),
+        "late_ms": 1e3 * statistics.median(times[i] for i in late),
+        "bytes": int(row["stats"]["bytes"]),
+        "points": int(row["stats"]["points"]),
+        "loop_psnr": row.get("loop_psnr"),
+        "fidelity_psnr": float(np.mean(row["fidelity"])) if row["fidelity"] else None,
+        "fidelity_frames": len(row["fidelity"]),
+        "coverage_mean": float(np.mean(row["coverage"])),
+        "step_ms": [round(1e3 * x, 2) for x in times],
     }
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
 
 
 def fmt_bytes(n: int) -> str:
@@ -303,134 +194,69 @@ def fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="60 steps at 256x256 only (CI-sized)")
-    parser.add_argument("--steps", type=int, default=None, help="walk length (default 300, 60 with --quick)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="frame sizes (default 256 512)")
+    parser.add_argument("--quick", action="store_true", help="30 steps at 64 pixels only (a test runs it)")
+    parser.add_argument("--steps", type=int, default=None, help="walk length (default 300, 30 with --quick)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="frame sizes (default 64 128 256)")
     parser.add_argument("--scene-seed", type=int, default=2, help="procedural scene seed (2: an outdoor courtyard)")
-    parser.add_argument("--latent-repeats", type=int, default=5,
-                        help="passes of the latent row, per-step minimum taken (a pass costs about a second)")
-    parser.add_argument("--repeats", type=int, default=1, help="passes of each color row, per-step minimum taken")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for every row, 0 for torch's default (default 1: with other jobs "
-                        "running, intra-op threads wait on each other and steps swing by up to 100x)")
+    parser.add_argument("--model", default="tiny", help="'tiny' or a local model directory")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 for torch's default)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
-    steps = args.steps or (60 if args.quick else 300)
-    sizes = args.sizes or ([256] if args.quick else [256, 512])
-    if args.latent_repeats < 1 or args.repeats < 1:
-        parser.error("repeats must be at least 1")
+    steps = args.steps or (30 if args.quick else 300)
+    sizes = args.sizes or ([64] if args.quick else [64, 128, 256])
+    if steps < LOOP + 1:
+        parser.error(f"--steps must be at least {LOOP + 1} (the walk opens with a {LOOP}-step turn)")
     if args.threads < 0:
         parser.error("--threads must be at least 0")
-    if steps < 20:
-        parser.error("--steps must be at least 20")
-    for s in sizes:
-        if s % DOWNSAMPLE or s <= 0:
-            parser.error(f"frame sizes must be positive multiples of {DOWNSAMPLE}, got {s}")
+    if any(s < 64 for s in sizes):
+        parser.error(f"frame sizes must be at least 64, got {sizes}")
 
-    torch.set_grad_enabled(False)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # no autograd and the benchmark's threads for the run only: a caller (a test) keeps its own settings
+    with torch.no_grad(), torch_threads(args.threads or None):
+        return _measure(args, steps, sizes)
+
+
+def _measure(args, steps: int, sizes: list[int]) -> int:
+    from mirage_gym.models import load_backend
+
+    backend = load_backend(args.model)
     scene = make_scene(args.scene_seed)
-    poses = walk(scene, steps)
-    moves = moved(poses)
+    poses, actions = walk(scene, steps + 1)
     early, late = windows(steps)
-    codec, codec_params = build_codec()
-    codec_desc = (
-        f"diffusers AutoencoderTiny, random weights, /8 to {LATENT_CHANNELS} ch, widths 32, "
-        f"encoder blocks {CODEC_CONFIG['num_encoder_blocks']}, {codec_params / 1e6:.2f}M encoder params"
-    )
     print(f"scene {scene!r}")
-    n_moves = [sum(moves[i] for i in w) for w in (early, late)]
-    print(f"walk: {steps} steps, revisit share {revisit_share(poses):.2f}; windows: steps "
-          f"{early.start}-{early.stop} ({n_moves[0]} moves) and {late.start}-{late.stop} ({n_moves[1]} moves); "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"codec (color rows): {codec_desc}")
-    latent_config = world_memory(sizes[0]).config()
-    latent_config.update(downsample=DOWNSAMPLE, residual_tolerance=WORLD.residual_tolerance,
-                         generated_confidence=WORLD.generated_confidence, skip_cells="readout mask")
-    print(f"color (voxel dedup) voxel: {DEDUP_VOXEL} m; far {WORLD.far} m for every row")
-    print(f"latent (the World's memory and write policy): {latent_config}")
-    print(f"passes: latent {args.latent_repeats}, color {args.repeats} (per-step minimum over passes); "
-          f"load average at start {os.getloadavg()[0]:.2f}\n")
-
+    print(f"walk: {steps} steps (a {LOOP}-step turn first), revisit share {revisit_share(poses):.2f}; "
+          f"windows: steps {early.start + 1}-{early.stop} and {late.start + 1}-{late.stop}; "
+          f"torch threads {torch.get_num_threads()}; load average at start {os.getloadavg()[0]:.2f}\n")
     results = {
         "config": {
-            "steps": steps,
-            "sizes": sizes,
-            "scene_seed": args.scene_seed,
-            "scene_kind": scene.kind,
-            "early_window": [early.start, early.stop],
-            "late_window": [late.start, late.stop],
-            "revisit_share": revisit_share(poses),
-            "latent": latent_config,
-            "color_dedup_voxel": DEDUP_VOXEL,
-            "codec": codec_desc,
-            "codec_config": {k: list(v) if isinstance(v, tuple) else v for k, v in CODEC_CONFIG.items()},
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
+            "steps": steps, "sizes": sizes, "scene_seed": args.scene_seed, "model": str(args.model),
+            "early_window": [early.start + 1, early.stop], "late_window": [late.start + 1, late.stop],
+            "revisit_share": revisit_share(poses), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "machine": platform.machine(),
+            "world": {k: v for k, v in WorldConfig().to_dict().items() if k not in ("rig",)},
         },
         "sizes": {},
     }
-    header = f"{'size':>7} {'memory':<20} {'early ms':>9} {'late ms':>9} {'late/early':>10} {'points':>11} {'bytes':>10} {'cover':>11}"
+    header = (f"{'size':>5} {'memory':<7} {'ms @20':>8} {f'ms @{steps}':>8} {f'bytes @{steps}':>12} "
+              f"{'loop PSNR':>10} {'fidelity':>9} {'covered':>8}")
     lines = [header, "-" * len(header)]
     for size in sizes:
-        t0 = time.perf_counter()
-        frames = [scene.render(p, size, size) for p in poses]
-        render_s = time.perf_counter() - t0
-        rows = {
-            "latent": summarise(best_of([run_latent(frames, size) for _ in range(args.latent_repeats)]), early, late, moves),
-            "color_append": summarise(best_of([run_color(frames, size, codec, None) for _ in range(args.repeats)]), early, late, moves),
-            "color_dedup": summarise(
-                best_of([run_color(frames, size, codec, DEDUP_VOXEL) for _ in range(args.repeats)]), early, late, moves
-            ),
-        }
-        lat, app, ded = rows["latent"], rows["color_append"], rows["color_dedup"]
-        ratios = {
-            "speed_vs_append_early": app["early_ms"] / lat["early_ms"],
-            "speed_vs_append_late": app["late_ms"] / lat["late_ms"],
-            "speed_vs_dedup_early": ded["early_ms"] / lat["early_ms"],
-            "speed_vs_dedup_late": ded["late_ms"] / lat["late_ms"],
-            "bytes_vs_append": app["bytes"] / max(lat["bytes"], 1),
-            "bytes_vs_dedup": ded["bytes"] / max(lat["bytes"], 1),
-            "latent_late_over_early": lat["late_over_early"],
-            "latent_late_over_early_moves": lat["late_over_early_moves"],
-            "latent_late_over_early_turns": lat["late_over_early_turns"],
-        }
-        checks = {
-            "latent_10x_faster_than_color": min(ratios["speed_vs_append_early"], ratios["speed_vs_append_late"]) >= 10.0,
-            "latent_50x_fewer_bytes_than_append": ratios["bytes_vs_append"] >= 50.0,
-            "latent_flat_within_1.15x": ratios["latent_late_over_early"] <= 1.15,
-        }
-        results["sizes"][str(size)] = {"render_s": render_s, "rows": rows, "ratios": ratios, "checks": checks}
-        names = {"latent": "latent", "color_append": "color (append)", "color_dedup": "color (voxel dedup)"}
-        for key, row in rows.items():
-            lines.append(
-                f"{size:>7} {names[key]:<20} {row['early_ms']:>9.2f} {row['late_ms']:>9.2f} {row['late_over_early']:>10.2f} "
-                f"{row['points']:>11,} {fmt_bytes(row['bytes']):>10} {row['coverage_early']:>5.2f}/{row['coverage_late']:.2f}"
-            )
-        lines.append(
-            f"{size:>7} latent vs append: {ratios['speed_vs_append_early']:.0f}x / {ratios['speed_vs_append_late']:.0f}x faster "
-            f"(early/late), {ratios['bytes_vs_append']:.0f}x fewer bytes; vs dedup: "
-            f"{ratios['speed_vs_dedup_early']:.0f}x / {ratios['speed_vs_dedup_late']:.0f}x faster, "
-            f"{ratios['bytes_vs_dedup']:.1f}x fewer bytes; latent late/early {ratios['latent_late_over_early']:.2f} "
-            f"(like for like: moves {fmt_ratio(ratios['latent_late_over_early_moves'])}, "
-            f"turns {fmt_ratio(ratios['latent_late_over_early_turns'])})"
-        )
-        lines.append(f"{size:>7} checks: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in checks.items()))
-        lines.append("")
-        print("\n".join(lines[-6:]), flush=True)
-        del frames
+        rows = {name: summarise(row, early, late) for name, row in run(backend, scene, actions, size).items()}
+        results["sizes"][str(size)] = rows
+        for name, row in rows.items():
+            lines.append(f"{size:>5} {name:<7} {row['early_ms']:>8.1f} {row['late_ms']:>8.1f} "
+                         f"{fmt_bytes(row['bytes']):>12} {fmt(row['loop_psnr']):>7} dB {fmt(row['fidelity_psnr']):>6} dB {row['coverage_mean']:>8.2f}")
+        print("\n".join(lines[-2:]), flush=True)
     load = os.getloadavg()
     lines.append(f"load average at end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} cores")
-    if load[1] > 0.5 * (os.cpu_count() or 1) + 1.0:
-        lines.append("WARNING: other processes were busy; timings (especially the color rows, single pass) are inflated")
-    if args.quick:
-        lines.append("(--quick: the targets are defined for the full 300-step run; checks above are indicative)")
     results["load_average_end"] = list(load)
-    print("\n".join(lines))
+    print("\n" + "\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--sampler-steps", type=int, default=None, help="override the model's sampler steps")
     args = parser.parse_args(argv)
 
-    from mirage_gym.env import load_backend
+    from mirage_gym.models import load_backend
 
     backend = load_backend(args.model)
     if args.sampler_steps is not None:  # the same weights with another number of sampler steps

@@ -184,16 +184,24 @@ def _train(args) -> None:
         print(f"shipped as the default model: {target}")
 
 
-def _evaluate(argv: list[str]) -> None:
-    from mirage_gym.agents.evaluate import main as evaluate
+def _program(name: str):
+    """The ``main`` of a subcommand the agents' programs provide (``eval``, ``score``), found
+    through the ``mirage_gym.commands`` entry points: the library does not import them."""
+    from importlib.metadata import entry_points
 
-    evaluate(argv)
+    found = entry_points(group="mirage_gym.commands", name=name)
+    if not found:
+        raise CommandError(f"no program for '{name}' is installed (entry point group mirage_gym.commands); "
+                           "reinstall mirage-gym")
+    return next(iter(found)).load()
+
+
+def _evaluate(argv: list[str]) -> None:
+    _program("eval")(argv)
 
 
 def _score(argv: list[str]) -> int:
-    from mirage_gym.agents.score import main as score
-
-    return score(argv)
+    return _program("score")(argv)
 
 
 def _env_setting(text: str) -> tuple[str, object]:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mirage_gym.geometry import Action, RigConfig, discrete_to_continuous, pose_from_state
-from mirage_gym.memory import static_keep_mask
+from mirage_gym.geometry import Action, RigConfig, checked_motion, discrete_to_continuous, pose_from_state
+from mirage_gym.constants import MEMORY_CAPACITY, MOVE_STEP, SCENE_SEEDS, TURN_STEP_DEG
+from mirage_gym.memory import MEMORIES, static_keep_mask
 from mirage_gym.threads import OneCaller, check_num_threads, env_work
 from mirage_gym.world import World, WorldConfig, WorldFrame, resize_image
 
@@ -24,12 +25,12 @@ OBS_MODES = ("rgb", "rgbd", "dict")
 POSE_BOUND = 1e4  # metres: finite bounds keep the checkers and normalising wrappers happy
 HAS_PYGAME = importlib.util.find_spec("pygame") is not None
 ENV_TENSORS = ("path", "frame.rgb")
-SCENE_SEEDS = 10_000  # reset(seed=...) draws its procedural scene from this many
 CONTINUOUS_MEANINGS = ("MOVE_RIGHT", "MOVE_DOWN", "MOVE_FORWARD", "TURN_RIGHT", "LOOK_UP", "ROLL")  # what a snapshot holds beyond the world's own tensors
 
 
-def load_backend(model, addon=None, depth_model=None, device="cpu", dtype="float32"):
-    """A world model from ``"tiny"`` (the shipped weights), a local directory (the tiny
+def shared_backend(model, addon=None, depth_model=None, device="cpu", dtype="float32"):
+    """The env layer's world model: :func:`mirage_gym.models.load_backend`'s model, shared
+    between the envs of a process, from ``"tiny"`` (the shipped weights), a local directory (the tiny
     layout, or a diffusers Wan2.2-TI2V layout with ``addon`` and ``depth_model``), or an
     object that already implements the backend protocol (for tests and custom models).
 
@@ -68,9 +69,9 @@ def checked_backend_object(model):
 
 @functools.lru_cache(maxsize=4)
 def _cached_backend(model: str, addon: str | None, depth_model: str | None, device: str, dtype: str):
-    from mirage_gym.models.backend import load_backend as _load
+    from mirage_gym.models.backend import load_backend
 
-    return _load(model, device=device, addon=addon, depth_model=depth_model, dtype=dtype)
+    return load_backend(model, device=device, addon=addon, depth_model=depth_model, dtype=dtype)
 
 
 class MirageWorldEnv(OneCaller, gym.Env):
@@ -121,7 +122,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
     ## Arguments
     ``gym.make("MirageWorld-v0", render_mode=None, width=64, height=64, fov_deg=90,
     action_mode="discrete", obs_mode="rgb", model="tiny", move_step=0.2, turn_step_deg=15,
-    pitch_limit_deg=60, memory_capacity=262144, use_memory=True, frames_per_step=1,
+    pitch_limit_deg=60, memory="latent", memory_capacity=262144, use_memory=True, frames_per_step=1,
     max_episode_steps=None, scene_kind=None, dynamic_objects=0, render_map=False, reward_per_voxel=0.05,
     collision_penalty=-0.1, max_depth=20.0, num_threads=1, addon=None, depth_model=None, device="cpu",
     dtype="float32", task="explore", task_options=None)``. ``task`` is ``"explore"``, ``"imagenav"``,
@@ -134,7 +135,10 @@ class MirageWorldEnv(OneCaller, gym.Env):
     (``"float32"`` or ``"bfloat16"``); ``device`` places the model and
     the memory (``"cpu"`` default). A Wan step yields 4 video frames: the observation is
     the last, ``env.unwrapped.step_frames`` holds all of them. ``use_memory=False``
-    hides memory from the generator (the ablation). ``info`` holds fresh numpy copies of
+    hides memory from the generator (the ablation). ``memory`` is ``"latent"`` (Mirage's
+    latent spatial memory, read at latent resolution) or ``"color"`` (the Voyager /
+    Spatia-style RGB point cloud, rendered at full resolution and re-encoded by the codec
+    every step: the baseline); ``memory_capacity`` caps the latent memory's entries. ``info`` holds fresh numpy copies of
     ``pose``, ``intrinsics``, memory stats, ``novelty`` and ``collision``.
     ``num_threads`` is how many torch threads the env's own work (reset, step, snapshot
     loads) uses, torch's setting being put back afterwards; the default 1 cannot
@@ -170,9 +174,9 @@ class MirageWorldEnv(OneCaller, gym.Env):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self._init_one_caller()
-        self.core = WorldAdapter(num_worlds=1, **kwargs)
-        self.action_space = self.core.single_action_space
-        self.observation_space = self.core.single_observation_space
+        self.adapter = EnvAdapter(num_worlds=1, **kwargs)
+        self.action_space = self.adapter.single_action_space
+        self.observation_space = self.adapter.single_observation_space
         self._frame = None
         self._path: list[np.ndarray] = []
         self._elapsed = 0
@@ -180,7 +184,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
 
     @property
     def world(self) -> World:
-        return self.core.world
+        return self.adapter.world
 
     @env_work
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -189,13 +193,13 @@ class MirageWorldEnv(OneCaller, gym.Env):
                 raise ValueError("options['snapshot'] restores a whole episode, its RNG included: pass it alone, "
                                  f"without seed or other options (got seed={seed!r}, options {sorted(options)})")
             return self.load_snapshot(options["snapshot"])
-        start = self.core.checked_start(options or {})  # refused options leave the RNG as it was
+        start = self.adapter.checked_start(options or {})  # refused options leave the RNG as it was
         super().reset(seed=seed)
-        frame = self.core.reset_world(0, self.np_random, start)
+        frame = self.adapter.reset_world(0, self.np_random, start)
         self._elapsed = 0
         self._path = [frame.pose[0][:3, 3].copy()]
         self._frame = frame
-        return self.core.observation(frame, 0), self.core.info(frame, 0)
+        return self.adapter.observation(frame, 0), self.adapter.info(frame, 0)
 
     @property
     def step_frames(self) -> np.ndarray | None:
@@ -207,17 +211,17 @@ class MirageWorldEnv(OneCaller, gym.Env):
     def step(self, action):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        motion, stop = self.core.task.motion(action)
+        motion, stop = self.adapter.task.motion(action)
         frame = self.world.step(motion[None])
-        reward, terminated = self.core.task.outcome(0, frame, stop)
+        reward, terminated = self.adapter.task.outcome(0, frame, stop)
         self._elapsed += 1
         self._frame = frame
         self._path.append(frame.pose[0][:3, 3].copy())
-        limit = self.core.max_episode_steps  # None under gym.make: TimeLimit truncates
+        limit = self.adapter.max_episode_steps  # None under gym.make: TimeLimit truncates
         truncated = limit is not None and self._elapsed >= limit
         if self.render_mode == "human":
             self.render()
-        return self.core.observation(frame, 0), reward, terminated, bool(truncated), self.core.info(frame, 0)
+        return self.adapter.observation(frame, 0), reward, terminated, bool(truncated), self.adapter.info(frame, 0)
 
     @env_work
     def render(self):
@@ -227,20 +231,20 @@ class MirageWorldEnv(OneCaller, gym.Env):
         if self._frame is None:
             return None
         image = self._frame.rgb[0]
-        if self.core.render_map:
-            from mirage_gym.render import with_map
+        if self.adapter.render_map:
+            from mirage_gym.display import with_map
 
-            image = with_map(image, self.world.memories[0], np.asarray(self._path), self._frame.pose[0])
+            image = with_map(image, self.world.memory.points(0).cpu().numpy(), np.asarray(self._path), self._frame.pose[0])
         if self.render_mode == "rgb_array":
             return image.copy()
-        from mirage_gym.render import show
+        from mirage_gym.display import show
 
         self._window = show(self._window, image, self.metadata["render_fps"])
         return None
 
     def close(self):
         if self._window is not None:
-            from mirage_gym.render import close_window
+            from mirage_gym.display import close_window
 
             close_window(self._window)
             self._window = None
@@ -257,7 +261,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = self.world.snapshot(0)
         tensors["path"] = torch.as_tensor(np.asarray(self._path, dtype=np.float64))
         tensors["frame.rgb"] = torch.as_tensor(self._frame.rgb[0])
-        task_tensors, meta["task"] = self.core.task.snapshot(0)
+        task_tensors, meta["task"] = self.adapter.task.snapshot(0)
         tensors.update(task_tensors)
         meta["env"] = {
             "elapsed": self._elapsed,
@@ -286,7 +290,7 @@ class MirageWorldEnv(OneCaller, gym.Env):
         tensors, meta = snapshot.load_snapshot(path)
         try:
             staged = self._checked_snapshot(tensors, meta)
-            task_state = self.core.task.load_state(tensors, meta.get("task"))
+            task_state = self.adapter.task.load_state(tensors, meta.get("task"))
             self.world.restore(0, {k: v for k, v in tensors.items()
                                    if k not in ENV_TENSORS and not k.startswith("task.")}, meta)
         except snapshot.SnapshotError:
@@ -294,14 +298,13 @@ class MirageWorldEnv(OneCaller, gym.Env):
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise snapshot.SnapshotError(f"snapshot {path} does not fit this env: {exc}") from exc
         self._np_random, self._elapsed, self._path, self._frame = staged
-        self.core.task.set_state(0, task_state)
-        return self.core.observation(self._frame, 0), self.core.info(self._frame, 0)
+        self.adapter.task.set_state(0, task_state)
+        return self.adapter.observation(self._frame, 0), self.adapter.info(self._frame, 0)
 
     def _checked_snapshot(self, tensors: dict, meta: dict):
         """The env's part of a snapshot (RNG, clock, path, frame), checked; raises ``ValueError``."""
-        mine, theirs = self.world.config.to_dict(), meta.get("world")
-        if not isinstance(theirs, dict) or theirs != mine:
-            differ = sorted(k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k])
+        differ = self.world.config.differences(meta.get("world"))
+        if differ:
             raise ValueError(f"snapshot was made with a different world configuration: {differ}")
         env_meta = meta["env"]
         fields = {"elapsed", "np_random", "novelty", "collision"}
@@ -332,14 +335,14 @@ class MirageWorldEnv(OneCaller, gym.Env):
             new_voxels=np.zeros(1, dtype=np.int64),
             collision=np.array([collision]),
         )
-        if not self.observation_space.contains(self.core.observation(frame, 0)):
+        if not self.observation_space.contains(self.adapter.observation(frame, 0)):
             raise ValueError("its observation lies outside the observation space (pose beyond +-1e4 m?)")
         return rng, elapsed, list(path_xyz.numpy()), frame
 
     def get_action_meanings(self) -> list[str]:
         """What each action does, as ALE and MiniWorld name them: the :class:`Action` member
         names in id order (discrete mode), or the six components of a continuous action."""
-        if self.core.action_mode == "discrete":
+        if self.adapter.action_mode == "discrete":
             return [a.name for a in Action]
         return list(CONTINUOUS_MEANINGS)
 
@@ -398,8 +401,9 @@ def load_snapshot(env: gym.Env, path):
     return obs, info
 
 
-class WorldAdapter:
-    """Everything the single and the vector env share: arguments, spaces, the batched
+class EnvAdapter:
+    """The env layer's adapter over the world core (:class:`~mirage_gym.world.World`): what the
+    single and the vector env share: arguments, spaces, the batched
     world, and how frames become observations, rewards and infos."""
 
     def __init__(
@@ -415,10 +419,11 @@ class WorldAdapter:
         depth_model: str | Path | None = None,
         device: str = "cpu",
         dtype: str = "float32",
-        move_step: float = 0.2,
-        turn_step_deg: float = 15.0,
+        move_step: float = MOVE_STEP,
+        turn_step_deg: float = TURN_STEP_DEG,
         pitch_limit_deg: float = 60.0,
-        memory_capacity: int | None = 262_144,
+        memory: str = "latent",
+        memory_capacity: int | None = MEMORY_CAPACITY,
         use_memory: bool = True,
         frames_per_step: int = 1,
         max_episode_steps: int | None = None,
@@ -437,7 +442,8 @@ class WorldAdapter:
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         check_arguments(width=width, height=height, fov_deg=fov_deg, move_step=move_step, turn_step_deg=turn_step_deg,
-                        pitch_limit_deg=pitch_limit_deg, memory_capacity=memory_capacity, use_memory=use_memory,
+                        pitch_limit_deg=pitch_limit_deg, memory=memory, memory_capacity=memory_capacity,
+                        use_memory=use_memory,
                         frames_per_step=frames_per_step, max_episode_steps=max_episode_steps, scene_kind=scene_kind,
                         dynamic_objects=dynamic_objects, render_map=render_map, reward_per_voxel=reward_per_voxel,
                         collision_penalty=collision_penalty, max_depth=max_depth, device=device, dtype=dtype)
@@ -459,10 +465,11 @@ class WorldAdapter:
                 move_step=move_step, turn_step_deg=turn_step_deg, pitch_step_deg=turn_step_deg, pitch_limit_deg=pitch_limit_deg
             ),
             use_memory=use_memory,
+            memory=memory,
             memory_capacity=memory_capacity,
             frames_per_step=frames_per_step,
         )
-        backend = load_backend(model, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
+        backend = shared_backend(model, addon=addon, depth_model=depth_model, device=device, dtype=dtype)
         self.world = World(backend, config, num_worlds=num_worlds, device=device)
         self.single_action_space = self.make_action_space(action_mode)
         self.single_observation_space = self.make_observation_space(obs_mode, height, width, self.max_depth)
@@ -513,17 +520,7 @@ class WorldAdapter:
             if a.shape != () or not np.issubdtype(a.dtype, np.integer):
                 raise ValueError(f"action must be an integer in [0, {len(Action) - 1}], got {action!r}")
             return discrete_to_continuous(int(a))
-        a = np.asarray(action)
-        if a.dtype.kind not in "iuf":
-            raise ValueError(f"action must be a real-valued array of shape (6,), got dtype {a.dtype}")
-        a = a.astype(np.float64)
-        if a.shape != (6,):
-            raise ValueError(f"action must have shape (6,), got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a}")
-        if np.any(np.abs(a) > 1.0 + 1e-6):
-            raise ValueError(f"action components must lie in [-1, 1], got {a}")
-        return a
+        return checked_motion(action, "action", (6,))
 
     def checked_start(self, options: dict) -> dict:
         """Reset options checked and prepared (the user's image resized), without touching
@@ -687,6 +684,7 @@ def check_arguments(**args) -> None:
         "reward_per_voxel": (_is_real, lambda v: True, "a finite number"),
         "collision_penalty": (_is_real, lambda v: True, "a finite number"),
         "dynamic_objects": (_is_integer, lambda v: v >= 0, "an int >= 0"),
+        "memory": (lambda v: v in MEMORIES, lambda v: True, f"one of {sorted(MEMORIES)}"),
         "memory_capacity": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
         "max_episode_steps": (_is_integer, lambda v: v >= 1, "an int >= 1 or None", True),
         "use_memory": (lambda v: isinstance(v, (bool, np.bool_)), lambda v: True, "a bool"),

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mirage_gym import constants
 from mirage_gym.geometry import Action, discrete_to_continuous, pose_from_state
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
 from mirage_gym.world import World, WorldConfig, to_image_tensor
 
-HELD_OUT_SEED = 10_000  # held-out scenes: training uses seeds from mirage_gym.training.TRAIN_SEED_BASE up
+HELD_OUT_SEED = constants.HELD_OUT_SEED  # held-out scenes: training uses seeds from TRAIN_SEED_BASE up
 
 # the loops of the quality benchmark: actions, then (step a, step b) pairs that show one pose
 LOOPS = {

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mirage_gym.constants import MOVE_STEP, TURN_STEP_DEG
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -209,7 +211,7 @@ def ringed_frame_rays(intrinsics: torch.Tensor, height: int, width: int) -> torc
     return corners @ torch.linalg.inv(intrinsics).transpose(-1, -2)
 
 
-def _pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
+def pick_per_cell(cell, depth, offset, point, n_cells: int, depth_tolerance: float):
     """Winner per cell among candidate (cell, depth, offset, point) rows: the nearest depth
     (within ``depth_tolerance`` of it, with ``offset`` set: the one closest to the cell
     centre among those), then the lowest point index. Returns (cells (M,), points (M,))."""
@@ -308,7 +310,7 @@ def splat_nearest(
     ext_h, ext_w = height + 2 * ring, width + 2 * ring
     local = torch.arange(idx.numel(), device=idx.device)
     ext_cell = view * (ext_h * ext_w) + (row + ring) * ext_w + col + ring
-    ext, ext_index = _pick_per_cell(ext_cell, depth, offset, local, n_views * ext_h * ext_w, depth_tolerance)
+    ext, ext_index = pick_per_cell(ext_cell, depth, offset, local, n_views * ext_h * ext_w, depth_tolerance)
     ext_view, ext_rest = ext // (ext_h * ext_w), ext % (ext_h * ext_w)
     ext_row, ext_col = ext_rest // ext_w - ring, ext_rest % ext_w - ring
     inside = (ext_row >= 0) & (ext_row < height) & (ext_col >= 0) & (ext_col < width)
@@ -333,7 +335,7 @@ def splat_nearest(
             ok &= hole[cell.clamp(0, n_views * n_cells - 1)]
             r, c, which, cell = r[ok], c[ok], which[ok], cell[ok]
             gap = (u[which] - c - 0.5) ** 2 + (v[which] - r - 0.5) ** 2
-            more, more_points = _pick_per_cell(cell, depth[which], gap, idx[which], n_views * n_cells, depth_tolerance)
+            more, more_points = pick_per_cell(cell, depth[which], gap, idx[which], n_views * n_cells, depth_tolerance)
             filled, order = torch.sort(torch.cat([filled, more]))  # the winners alone are in order
             point_index = torch.cat([point_index, more_points])[order]
     return filled, point_index, z[point_index]
@@ -372,10 +374,10 @@ _DISCRETE_TO_CONTINUOUS[Action.LOOK_DOWN, 4] = -1.0
 class RigConfig:
     """Step sizes of the camera rig. Translations in metres, angles in degrees."""
 
-    move_step: float = 0.2
-    turn_step_deg: float = 15.0
-    pitch_step_deg: float = 15.0
-    roll_step_deg: float = 15.0
+    move_step: float = MOVE_STEP
+    turn_step_deg: float = TURN_STEP_DEG
+    pitch_step_deg: float = TURN_STEP_DEG
+    roll_step_deg: float = TURN_STEP_DEG
     pitch_limit_deg: float = 60.0
     roll_limit_deg: float = 45.0
 
@@ -390,6 +392,23 @@ def discrete_to_continuous(action) -> np.ndarray:
     return _DISCRETE_TO_CONTINUOUS[a]
 
 
+def checked_motion(motion, name: str = "motion", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``motion`` as float64 continuous action(s) (..., 6), each component in [-1, 1]; raises
+    ``ValueError`` naming ``name`` (the one motion check: the env's actions and the world's
+    motions go through it)."""
+    a = np.asarray(motion)
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a real-valued array of shape {shape or '(..., 6)'}, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if (shape is not None and a.shape != shape) or (shape is None and (a.ndim == 0 or a.shape[-1] != 6)):
+        raise ValueError(f"{name} must have shape {shape or '(..., 6)'}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite, got {a}")
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"{name} components must lie in [-1, 1], got {a}")
+    return a
+
+
 def apply_motion(state: np.ndarray, motion: np.ndarray, rig: RigConfig = RigConfig()) -> np.ndarray:
     """Next rig state(s) after a continuous action ``motion (..., 6)`` in ``[-1, 1]``.
 
@@ -398,13 +417,7 @@ def apply_motion(state: np.ndarray, motion: np.ndarray, rig: RigConfig = RigConf
     Rotations are added to yaw, pitch and roll; pitch and roll are clamped.
     """
     state = np.asarray(state, dtype=np.float64)
-    motion = np.asarray(motion, dtype=np.float64)
-    if motion.shape[-1] != 6:
-        raise ValueError(f"motion must have a last dimension of 6, got shape {motion.shape}")
-    if not np.all(np.isfinite(motion)):
-        raise ValueError("motion contains NaN or inf")
-    if np.any(np.abs(motion) > 1.0 + 1e-6):
-        raise ValueError(f"motion components must lie in [-1, 1], got {motion}")
+    motion = checked_motion(motion)
     yaw = state[..., 3]
     step = motion[..., :3] * rig.move_step
     c, s = np.cos(yaw), np.sin(yaw)

@@ -102,7 +102,7 @@ class TaskConfig:
 
 
 def make_task(name: str, options: dict | None, adapter):
-    """The task object for ``name`` (one of :data:`TASKS`) over a ``WorldAdapter``."""
+    """The task object for ``name`` (one of :data:`TASKS`) over a ``EnvAdapter``."""
     if name not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {name!r}")
     if name == "explore":
@@ -266,7 +266,7 @@ class GoalTask:
     def grid_now(self, index: int, layout: nav.OccupancyGrid, clearance: float | None = None) -> nav.OccupancyGrid:
         """``layout`` with the geometry world ``index`` remembers now blocked (within
         ``clearance``, default the task's)."""
-        points = self.adapter.world.memories[index].points.detach().cpu().numpy()
+        points = self.adapter.world.memory.points(index).detach().cpu().numpy()
         return nav.block_points(layout, points, self.config.clearance if clearance is None else clearance)
 
     def measured_episode(self, layout, grid, goal_pose, goal_image, start_pose) -> Episode | None:

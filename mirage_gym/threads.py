@@ -47,7 +47,7 @@ def torch_threads(num_threads: int | None):
 
 def env_work(method):
     """Decorate an env method that steps its worlds: it runs with the env's torch threads
-    (``self.core.num_threads``), and a second thread calling into the same env while one
+    (``self.adapter.num_threads``), and a second thread calling into the same env while one
     is inside raises ``RuntimeError`` instead of corrupting it (an env is not meant to be
     shared between threads: give each thread its own env, or use the batched vector env).
     Needs ``self._busy``, a ``threading.RLock`` (re-entrant: ``reset`` may call ``load_snapshot``)."""
@@ -60,7 +60,7 @@ def env_work(method):
                 "an env is used by one thread at a time (give each thread its own env, or use the vector env)"
             )
         try:
-            with torch_threads(self.core.num_threads):
+            with torch_threads(self.adapter.num_threads):
                 return method(self, *args, **kwargs)
         finally:
             self._busy.release()

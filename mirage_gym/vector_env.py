@@ -10,7 +10,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from mirage_gym.env import WorldAdapter
+from mirage_gym.env import EnvAdapter
 from mirage_gym.threads import OneCaller, env_work
 
 
@@ -33,9 +33,9 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
         self.num_envs = num_envs
         self.render_mode = render_mode
         self._init_one_caller()
-        self.core = WorldAdapter(num_worlds=num_envs, **kwargs)
-        self.single_action_space = self.core.single_action_space
-        self.single_observation_space = self.core.single_observation_space
+        self.adapter = EnvAdapter(num_worlds=num_envs, **kwargs)
+        self.single_action_space = self.adapter.single_action_space
+        self.single_observation_space = self.adapter.single_observation_space
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs = [seeding.np_random()[0] for _ in range(num_envs)]
@@ -46,7 +46,7 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
 
     @property
     def world(self):
-        return self.core.world
+        return self.adapter.world
 
     @env_work
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
@@ -62,11 +62,11 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
             raise ValueError(f"options['reset_mask'] leaves worlds {np.flatnonzero(~(mask | self._ever_reset)).tolist()} "
                              "that were never reset: the first reset must include every world")
         seeds = self._checked_seeds(seed)
-        start = self.core.checked_start(options)  # refused options leave every RNG as it was
+        start = self.adapter.checked_start(options)  # refused options leave every RNG as it was
         for i in np.flatnonzero(mask):
             if seeds[i] is not None:
                 self._rngs[i] = seeding.np_random(seeds[i])[0]
-            frame = self.core.reset_world(int(i), self._rngs[i], start)
+            frame = self.adapter.reset_world(int(i), self._rngs[i], start)
             self._after_reset(int(i), frame)
         return self._batch_observations(), self._batch_infos(mask)
 
@@ -82,19 +82,19 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
         if actions is None or actions.ndim == 0 or len(actions) != self.num_envs:
             raise ValueError(f"actions must be an array of one action per env ({self.num_envs}), got {given!r}")
         resetting = self._needs_reset.copy()
-        moves = [(np.zeros(6), False) if resetting[i] else self.core.task.motion(actions[i]) for i in range(self.num_envs)]
-        start = self.core.checked_start({})
+        moves = [(np.zeros(6), False) if resetting[i] else self.adapter.task.motion(actions[i]) for i in range(self.num_envs)]
+        start = self.adapter.checked_start({})
         frame = self.world.step(np.stack([motion for motion, _ in moves]))
-        outcomes = [(0.0, False) if resetting[i] else self.core.task.outcome(i, frame, stop) for i, (_, stop) in enumerate(moves)]
+        outcomes = [(0.0, False) if resetting[i] else self.adapter.task.outcome(i, frame, stop) for i, (_, stop) in enumerate(moves)]
         rewards = np.array([reward for reward, _ in outcomes], dtype=np.float64)
         self._elapsed += 1
-        limit = self.core.max_episode_steps  # make_vec passes the registered 500
+        limit = self.adapter.max_episode_steps  # make_vec passes the registered 500
         truncations = self._elapsed >= limit if limit is not None else np.zeros(self.num_envs, dtype=bool)
         terminations = np.array([ended for _, ended in outcomes], dtype=bool)
         for i in range(self.num_envs):
             self._frames[i] = (frame, i)
         for i in np.flatnonzero(resetting):
-            self._after_reset(int(i), self.core.reset_world(int(i), self._rngs[i], start))
+            self._after_reset(int(i), self.adapter.reset_world(int(i), self._rngs[i], start))
             rewards[i] = 0.0
             terminations[i] = truncations[i] = False
         self._needs_reset = terminations | truncations
@@ -133,12 +133,12 @@ class MirageWorldVectorEnv(OneCaller, VectorEnv):
 
     def _batch_observations(self):
         out = create_empty_array(self.single_observation_space, self.num_envs)
-        items = [self.core.observation(frame, j, world=i) for i, (frame, j) in enumerate(self._frames)]
+        items = [self.adapter.observation(frame, j, world=i) for i, (frame, j) in enumerate(self._frames)]
         return concatenate(self.single_observation_space, items, out)
 
     def _batch_infos(self, mask: np.ndarray) -> dict:
         infos: dict = {}
         for i in np.flatnonzero(mask):
             frame, j = self._frames[i]
-            infos = self._add_info(infos, self.core.info(frame, j, world=int(i)), int(i))
+            infos = self._add_info(infos, self.adapter.info(frame, j, world=int(i)), int(i))
         return infos

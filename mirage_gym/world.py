@@ -1,11 +1,12 @@
-"""The world core: camera rig + latent spatial memory + world model, batched over worlds.
+"""The world core: camera rig + spatial memory + world model, batched over worlds.
 
 No gymnasium import: the env, the vector env, the evaluators and the trainer all reuse
 it. One :meth:`World.step` advances every world by one action:
 
 1. move each camera (blocked if the target is closer than ``clearance`` to remembered
    geometry),
-2. read each world's memory at the new pose at latent resolution,
+2. read each world's memory at the new pose (at latent resolution; a color memory
+   renders pixels, re-encoded by the codec),
 3. generate the next latent for all worlds in one batched forward,
 4. decode RGB-D and move remembered content to where its points land within their cells,
 5. filter sky and moving objects, and write the kept latent cells back to memory.
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from mirage_gym.geometry import (
     RigConfig,
     apply_motion,
+    checked_motion,
     check_intrinsics,
     intrinsics_from_fov,
     invert_pose,
@@ -32,10 +34,11 @@ from mirage_gym.geometry import (
     scale_intrinsics,
     unproject_depth,
 )
-from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.constants import COVERAGE_VOXEL, FAR, MEMORY_CAPACITY, VOXEL_SIZE
+from mirage_gym.memory import MEMORIES, MemoryReadout, SpatialMemory, static_keep_mask
 from mirage_gym.memory.base import pool_depth
 from mirage_gym.memory.coverage import CoverageGrid
-from mirage_gym.memory.latent import distances_to, read_memories, voxel_keys, write_memories
+from mirage_gym.memory.voxels import voxel_keys
 
 
 class WorldBackend(Protocol):
@@ -81,11 +84,13 @@ class WorldConfig:
     fov_deg: float = 90.0
     rig: RigConfig = field(default_factory=RigConfig)
     use_memory: bool = True  # False: the generator sees no memory (the ablation)
-    voxel_size: float = 0.05
-    memory_capacity: int | None = 262_144
-    far: float = 50.0  # beyond this depth counts as sky
+    memory: str = "latent"  # "latent" (Mirage) or "color" (the RGB point-cloud baseline)
+    voxel_size: float = VOXEL_SIZE
+    color_voxel: float = 0.02  # the color memory's de-duplication voxel: about a pixel at 64x64, 2 m away
+    memory_capacity: int | None = MEMORY_CAPACITY
+    far: float = FAR  # beyond this depth counts as sky
     clearance: float = 0.25  # metres kept between the camera and remembered geometry
-    coverage_voxel: float = 0.25
+    coverage_voxel: float = COVERAGE_VOXEL
     residual_tolerance: float | None = 0.25  # reprojection-residual filter, None = off
     generated_confidence: float = 0.75  # generated geometry is final once written
     predicted_depth_confidence: float = 0.3  # user image without depth: upgradable
@@ -99,6 +104,27 @@ class WorldConfig:
         data = dict(data)
         data["rig"] = RigConfig(**data.get("rig", {}))
         return cls(**data)
+
+    def differences(self, data) -> list[str]:
+        """Names of the settings in which ``data`` (a :meth:`to_dict`, e.g. a snapshot's) differs
+        from this config; a snapshot saved before the ``memory`` setting existed was latent."""
+        if not isinstance(data, dict):
+            return sorted(self.to_dict())
+        mine, theirs = self.to_dict(), {**SETTINGS_BEFORE_MEMORY_CHOICE, **data}
+        return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+
+    def new_memory(self, num_worlds: int, latent_channels: int, device) -> SpatialMemory:
+        """The memory bank of ``num_worlds`` worlds this config asks for."""
+        if self.memory == "latent":
+            return MEMORIES["latent"](num_worlds, latent_channels, voxel_size=self.voxel_size,
+                                      capacity=self.memory_capacity, far=self.far, device=device)
+        if self.memory == "color":
+            return MEMORIES["color"](num_worlds, dedup_voxel_size=self.color_voxel, far=self.far,
+                                     stats_voxel_size=self.voxel_size, device=device)
+        raise ValueError(f"memory must be one of {sorted(MEMORIES)}, got {self.memory!r}")
+
+
+SETTINGS_BEFORE_MEMORY_CHOICE = {"memory": "latent", "color_voxel": WorldConfig.color_voxel}
 
 
 @dataclass
@@ -184,7 +210,9 @@ class World:
         self.grid = (self.config.height // ds, self.config.width // ds)
         self.intrinsics = [intrinsics_from_fov(self.config.width, self.config.height, self.config.fov_deg)] * num_worlds
         self.states = np.zeros((num_worlds, 6))
-        self.memories = [self._new_memory() for _ in range(num_worlds)]
+        self.memory = self.config.new_memory(num_worlds, backend.latent_channels, self.device)
+        # the memory's read grid: latent cells, or pixels for a memory that stores pixels
+        self.memory_grid = self.grid if self.memory.stores == "latents" else (self.config.height, self.config.width)
         self.coverage = [CoverageGrid(self.config.coverage_voxel, self.device) for _ in range(num_worlds)]
         # the K latest latent frames of each world, oldest first
         frames = int(getattr(backend, "context_frames", 1))
@@ -194,16 +222,6 @@ class World:
         self.rngs = [torch.Generator(device="cpu").manual_seed(i) for i in range(num_worlds)]
         self.steps = np.zeros(num_worlds, dtype=np.int64)
         self.depth = np.full((num_worlds, self.config.height, self.config.width), np.inf, dtype=np.float32)
-
-    def _new_memory(self) -> LatentSpatialMemory:
-        c = self.config
-        return LatentSpatialMemory(
-            self.backend.latent_channels,
-            voxel_size=c.voxel_size,
-            capacity=c.memory_capacity,
-            far=c.far,
-            device=self.device,
-        )
 
     def check_prompt(self, prompt) -> None:
         """Refuse a prompt this world model cannot take (before anything changes)."""
@@ -256,7 +274,7 @@ class World:
         self.intrinsics[index] = intrinsics_from_fov(w, h, fov_deg if fov_deg is not None else c.fov_deg)
         self.states[index] = 0.0
         self.steps[index] = 0
-        self.memories[index] = self._new_memory()
+        self.memory.reset(index)
         self.coverage[index] = CoverageGrid(c.coverage_voxel, self.device)
         self.rngs[index] = torch.Generator(device="cpu").manual_seed(int(seed))
         image = to_image_tensor(rgb[None]).to(self.device)
@@ -272,8 +290,8 @@ class World:
         confidence = 1.0 if depth is not None else c.predicted_depth_confidence
         depth_np = known[0, 0].cpu().numpy()
         self.depth[index] = depth_np
-        new = int(self._remember([index], latent, known[:, 0], None if keep_mask is None else keep_mask[None],
-                                 confidence)[0])
+        new = int(self._remember([index], latent, shown[:, -1], known[:, 0],
+                                 None if keep_mask is None else keep_mask[None], confidence)[0])
         frames = to_uint8_frames(shown)
         return WorldFrame(
             rgb=frames[:, -1].copy(),
@@ -289,9 +307,7 @@ class World:
 
     def step(self, motions: np.ndarray) -> WorldFrame:
         """Advance every world by one continuous action each, ``motions`` (B, 6) in [-1, 1]."""
-        motions = np.asarray(motions, dtype=np.float64)
-        if motions.shape != (self.num_worlds, 6):
-            raise ValueError(f"motions must have shape ({self.num_worlds}, 6), got {motions.shape}")
+        motions = checked_motion(motions, "motions", (self.num_worlds, 6))
         c = self.config
         target = apply_motion(self.states, motions, c.rig)
         collision = self._blocked(target)
@@ -324,7 +340,7 @@ class World:
             return blocked
         clearance = self.config.clearance
         points = target[moving, :3]
-        near = distances_to([self.memories[i] for i in moving], points)
+        near = self.memory.distances(points, worlds=moving.tolist())
         blocked[moving] = np.array(near) < clearance
         # the target in each moving camera
         k = torch.as_tensor(np.stack([self.intrinsics[i] for i in moving]))
@@ -342,14 +358,14 @@ class World:
         poses = pose_from_state(states)
         old_poses = torch.as_tensor(self.poses)
         new_poses = torch.as_tensor(poses)
-        readouts = read_memories(self.memories, poses, self.intrinsics, self.grid, image_size=(c.height, c.width))
-        memory = torch.stack([r.features for r in readouts])
-        mask = torch.stack([r.mask for r in readouts])
-        memory_depth = torch.stack([r.depth for r in readouts])
-        novelty = 1.0 - mask.flatten(1).mean(dim=1).cpu().numpy()
-        if not c.use_memory:
-            memory, mask = torch.zeros_like(memory), torch.zeros_like(mask)
-            memory_depth = torch.full_like(memory_depth, float("inf"))
+        readout = self.memory.read(poses, self.intrinsics, self.memory_grid, image_size=(c.height, c.width))
+        novelty = 1.0 - readout.mask.flatten(1).mean(dim=1).cpu().numpy()
+        if c.use_memory:
+            memory, mask, memory_depth = self._conditioning(readout)
+        else:  # the ablation: the generator sees no memory (and a color render is not even encoded)
+            memory = torch.zeros(self.num_worlds, self.backend.latent_channels, *self.grid, device=self.device)
+            mask = torch.zeros(self.num_worlds, 1, *self.grid, device=self.device)
+            memory_depth = torch.full_like(mask, float("inf"))
         camera = (invert_pose(old_poses) @ new_poses).float().to(self.device)
         noise = torch.stack(
             [torch.randn(self.context.shape[2:], generator=g).to(self.device) for g in self.rngs]
@@ -360,14 +376,15 @@ class World:
             frames, depth = self._decode(latents, range(self.num_worlds))
         rgb = frames[:, -1]
         depth = align_depth_to_memory(depth, memory_depth.to(depth.device), mask.to(depth.device))
-        if c.use_memory:
-            rgb, depth = place_at_landings(rgb, depth, torch.stack([r.offset for r in readouts]).to(depth.device))
+        if c.use_memory and readout.offset is not None:
+            rgb, depth = place_at_landings(rgb, depth, readout.offset.to(depth.device))
         self.states = states.copy()
         self.context = torch.cat([self.context[:, 1:], latents[:, None].to(self.context)], 1)
         self.depth = depth[:, 0].cpu().numpy().astype(np.float32)
         shown = to_uint8_frames(torch.cat([frames[:, :-1], rgb[:, None]], 1))  # the last frame as placed
         worlds = list(range(self.num_worlds))
-        new_voxels = self._remember(worlds, latents, depth[:, 0], None, c.generated_confidence, remembered=readouts)
+        new_voxels = self._remember(worlds, latents, rgb, depth[:, 0], None, c.generated_confidence,
+                                    remembered=readout)
         return WorldFrame(
             rgb=shown[:, -1].copy(),
             depth=self.depth.copy(),
@@ -377,6 +394,19 @@ class World:
             collision=np.zeros(self.num_worlds, dtype=bool),
             frames=shown,
         )
+
+    def _conditioning(self, readout: MemoryReadout):
+        """What the generator is given of memory: latents (B, C, h, w), mask and z-depth
+        (B, 1, h, w). A latent memory's read is that already; a color memory's render is
+        re-encoded by the codec (the cost the latent memory avoids), and a cell counts as
+        remembered only if every pixel of it was rendered."""
+        if self.memory.stores == "latents":
+            return readout.features, readout.mask, readout.depth
+        with torch.no_grad():
+            latents = self.backend.encode(readout.features.to(self.device), readout.depth.to(self.device))
+        depth, covered = pool_depth(readout.depth[:, 0], readout.mask[:, 0] > 0, self.grid)
+        mask = covered[:, None].to(latents.dtype)
+        return latents * mask, mask, torch.where(covered, depth, torch.full_like(depth, float("inf")))[:, None]
 
     def _decode(self, latents: torch.Tensor, worlds) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode one latent per world of ``worlds``, continuing their decoder streams;
@@ -388,12 +418,13 @@ class World:
             frames, depth = self.backend.decode(latents, streams)
         return (frames if frames.ndim == 5 else frames[:, None]), depth
 
-    def _remember(self, indices, latents, depth, keep_mask, confidence, remembered=None) -> np.ndarray:
-        """Filter and write one frame into each world of ``indices`` (``latents`` (B, C, h, w),
-        ``depth`` (B, H, W), ``keep_mask`` (B, H, W) or None), all in one batched write;
-        returns the new coverage voxels of each.
+    def _remember(self, indices, latents, rgb, depth, keep_mask, confidence, remembered=None) -> np.ndarray:
+        """Filter and write one frame into each world of ``indices`` (``latents`` (B, C, h, w)
+        or, for a memory that stores pixels, ``rgb`` (B, 3, H, W); ``depth`` (B, H, W),
+        ``keep_mask`` (B, H, W) or None), all in one batched write; returns the new coverage
+        voxels of each.
 
-        ``remembered`` are the memory readouts the frames were generated from: their cells
+        ``remembered`` is the memory readout the frames were generated from: its cells
         are not written again, since re-lifting a copy at a slightly different depth would
         add a drifted duplicate that can later occlude the original. For coverage they
         count at the remembered depth, so coming back to a place never pays as new ground.
@@ -403,12 +434,13 @@ class World:
         keep = static_keep_mask(depth, dynamic_mask=dynamic, far=c.far)
         poses = torch.as_tensor(self.poses[indices])
         ks = torch.as_tensor(np.stack([self.intrinsics[i] for i in indices]))
-        conf = torch.full((len(indices), *self.grid), float(confidence), device=self.device)
-        skip = None if remembered is None else torch.stack([r.mask[0] > 0 for r in remembered])
-        results = write_memories(
-            [self.memories[i] for i in indices], latents, depth, poses, ks, keep, conf,
-            reject_closer_than_memory=c.residual_tolerance if remembered is not None else None,
-            skip_cells=skip,
+        features = latents if self.memory.stores == "latents" else rgb
+        conf = torch.full((len(indices), *self.memory_grid), float(confidence), device=self.device)
+        skip = None if remembered is None else remembered.mask[:, 0] > 0
+        results = self.memory.write(
+            features, depth, poses, ks, keep, conf, readout=remembered,
+            residual_tolerance=c.residual_tolerance if remembered is not None else None,
+            skip_cells=skip, worlds=list(indices),
         )
         # the points each frame showed: its static cells, and remembered cells at memory's depth
         seen = torch.cat([r.static_xyz for r in results])
@@ -416,8 +448,8 @@ class World:
         owner = torch.nonzero(static, as_tuple=True)[0]  # the world of each static cell, as ``seen`` lists them
         if remembered is not None:
             generated = ~skip[static]
-            k_grid = scale_intrinsics(ks, (c.height, c.width), self.grid)
-            remembered_depth = torch.stack([r.depth[0] for r in remembered])
+            k_grid = scale_intrinsics(ks, (c.height, c.width), self.memory_grid)
+            remembered_depth = remembered.depth[:, 0]
             surface = skip & torch.isfinite(remembered_depth)  # remembered sky covers no ground
             at_memory = unproject_depth(remembered_depth.double(), k_grid, poses)[surface].to(seen.dtype)
             seen = torch.cat([seen[generated], at_memory])
@@ -439,7 +471,7 @@ class World:
             "rng": self.rngs[index].get_state(),
             "coverage": self.coverage[index].keys.cpu().clone(),
         }
-        tensors.update({f"memory.{k}": v.cpu() for k, v in self.memories[index].state_dict().items()})
+        tensors.update({f"memory.{k}": v.cpu() for k, v in self.memory.state_dict(index).items()})
         meta = {"world": self.config.to_dict(), "latent_channels": self.backend.latent_channels, "downsample": self.backend.downsample}
         if self.text[index] is not None:
             tensors["text"] = self.text[index].cpu().clone()
@@ -450,9 +482,7 @@ class World:
 
     def restore(self, index: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Load a :meth:`snapshot` into world ``index``; validates fully before changing anything."""
-        mine = self.config.to_dict()
-        theirs = meta.get("world", {})
-        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        differ = self.config.differences(meta.get("world", {}))
         if differ:
             raise ValueError(f"snapshot was made with a different world configuration: {differ}")
         if (meta.get("latent_channels"), meta.get("downsample")) != (self.backend.latent_channels, self.backend.downsample):
@@ -472,8 +502,6 @@ class World:
                 got = tuple(tensors[name].shape) if name in tensors else "missing"
                 raise ValueError(f"snapshot tensor {name!r} must have shape {shape}, got {got}")
         check_snapshot_tensors(self.snapshot(index)[0], tensors, self.config)
-        memory = self._new_memory()
-        memory.load_state_dict({k.removeprefix("memory."): v for k, v in tensors.items() if k.startswith("memory.")})
         coverage = CoverageGrid(self.config.coverage_voxel, self.device)
         coverage.keys = tensors["coverage"].to(self.device, torch.long)
         rng = torch.Generator(device="cpu")
@@ -489,13 +517,15 @@ class World:
             stream = type(self.streams[index]).from_state_dict(
                 {k.removeprefix("stream."): v for k, v in tensors.items() if k.startswith("stream.")}, meta["stream"],
                 self.device)
+        # the memory checks its state fully before changing anything: the first change made
+        self.memory.load_state_dict(index, {k.removeprefix("memory."): v for k, v in tensors.items()
+                                            if k.startswith("memory.")})
         self.states[index] = tensors["state"].numpy()
         self.steps[index] = int(tensors["steps"])
         self.intrinsics[index] = tensors["intrinsics"].numpy().copy()
         self.context[index] = tensors["context"].to(self.device)
         self.depth[index] = tensors["depth"].numpy()
         self.rngs[index] = rng
-        self.memories[index] = memory
         self.coverage[index] = coverage
         self.text[index] = text
         self.streams[index] = stream
@@ -517,7 +547,7 @@ class World:
     # ------------------------------------------------------------------ stats
 
     def memory_stats(self, index: int) -> dict:
-        stats = self.memories[index].stats()
+        stats = self.memory.stats(index)
         stats["coverage_voxels"] = len(self.coverage[index])
         return stats
 

@@ -6,15 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from mirage_gym.geometry import intrinsics_from_fov, look_at_pose, pose_from_state, scale_intrinsics, splat_nearest
-from mirage_gym.memory import LatentSpatialMemory, static_keep_mask
+from mirage_gym.memory import LatentMemoryBank, LatentSpatialMemory, static_keep_mask
 from mirage_gym.memory.coverage import CoverageGrid
-from mirage_gym.memory.latent import (
-    SURFACE_TOLERANCE,
-    chunk_major_keys,
-    distances_to,
-    read_memories,
-    write_memories,
-)
+from mirage_gym.memory.latent import SURFACE_TOLERANCE, chunk_major_keys
 from mirage_gym.scenes import LABEL_DYNAMIC, LABEL_SKY, make_scene
 
 SIZE, GRID = 64, 16
@@ -287,7 +281,7 @@ def test_culled_read_and_distance_equal_brute_force(voxel_size):
         assert torch.equal(out.depth.flatten()[cells], depth)
         touched = torch.nonzero(memory.state_dict()["last_seen"] == memory.clock).flatten()
         assert torch.equal(touched, torch.unique(points))  # a point may fill a hole too
-        culled += len(memory._slots_in_view(torch.as_tensor(pose), torch.as_tensor(k), h, w)) < len(memory)
+        culled += len(memory.slots_in_view(pose, k, h, w)) < len(memory)
         p = rng.uniform(-5, 5, 3)
         assert memory.distance_to(p) == float(((before["xyz"] - torch.as_tensor(p).float()) ** 2).sum(dim=1).min().sqrt())
     assert culled >= 20, "the test must exercise culling"
@@ -355,27 +349,51 @@ def _filled_memories(n: int, rng: np.random.Generator) -> list[LatentSpatialMemo
     return memories
 
 
-def test_batched_read_equals_each_memory_read_alone():
-    """One splat for several memories gives every memory exactly its own read, touches included."""
+def _bank_of(memories: list[LatentSpatialMemory]) -> LatentMemoryBank:
+    """A bank whose world ``b`` holds what single-world memory ``b`` holds."""
+    bank = LatentMemoryBank(len(memories), memories[0].channels)
+    for i, memory in enumerate(memories):
+        bank.load_state_dict(i, memory.state_dict())
+    return bank
+
+
+def _states_equal(bank: LatentMemoryBank, memories: list[LatentSpatialMemory]) -> bool:
+    for i, memory in enumerate(memories):
+        mine, theirs = bank.state_dict(i), memory.state_dict()
+        if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+            return False
+    return True
+
+
+def test_bank_read_equals_each_single_world_read():
+    """One splat for a bank of B worlds gives every world exactly what a single-world
+    memory holding the same gives, touches included."""
     rng = np.random.default_rng(7)
-    batched, alone = _filled_memories(4, rng), _filled_memories(4, np.random.default_rng(7))
+    alone = _filled_memories(4, rng)
+    bank = _bank_of(alone)
     for _ in range(5):
         poses = [pose_from_state(np.array([*rng.uniform(-0.5, 0.5, 3), *rng.uniform(-1, 1, 3) * [3, 0.5, 0.2]]))
-                 for _ in batched]
-        for m in batched + alone:
+                 for _ in alone]
+        for i, m in enumerate(alone):
             m.clock += 1
-        outs = read_memories(batched, poses, [K] * 4, (GRID, GRID), image_size=(SIZE, SIZE))
-        for out, memory, pose in zip(outs, alone, poses):
+            bank.tick(i, bank.tick(i) + 1)
+        out = bank.read(poses, [K] * 4, (GRID, GRID), image_size=(SIZE, SIZE))
+        assert out.features.shape == (4, 3, GRID, GRID) and out.mask.shape == out.depth.shape == (4, 1, GRID, GRID)
+        for i, (memory, pose) in enumerate(zip(alone, poses)):
             ref = memory.read(pose, K, (GRID, GRID), image_size=(SIZE, SIZE))
-            for a, b in ((out.features, ref.features), (out.mask, ref.mask), (out.depth, ref.depth)):
+            for a, b in ((out[i].features, ref.features), (out[i].mask, ref.mask), (out[i].depth, ref.depth),
+                         (out[i].offset, ref.offset)):
                 assert torch.equal(a, b)
-    for a, b in zip(batched, alone):
-        assert torch.equal(a.state_dict()["last_seen"], b.state_dict()["last_seen"])
+    assert _states_equal(bank, alone)
+    # a read of some worlds only is the same as theirs in a read of all
+    some = bank.read([poses[2], poses[0]], [K] * 2, (GRID, GRID), image_size=(SIZE, SIZE), touch=False, worlds=[2, 0])
+    assert torch.equal(some.features[0], out.features[2]) and torch.equal(some.features[1], out.features[0])
 
 
-def test_batched_write_equals_each_memory_write_alone():
+def test_bank_write_equals_each_single_world_write():
     rng = np.random.default_rng(3)
-    batched, alone = _filled_memories(3, rng), _filled_memories(3, np.random.default_rng(3))
+    alone = _filled_memories(3, rng)
+    bank = _bank_of(alone)
     renders = [make_scene(10 + i).render(random_pose(rng), SIZE, SIZE) for i in range(3)]
     features = torch.stack([rgb_latents(r.rgb) for r in renders])
     depth = torch.stack([torch.as_tensor(r.depth) for r in renders])
@@ -383,28 +401,32 @@ def test_batched_write_equals_each_memory_write_alone():
     skip = torch.as_tensor(rng.random((3, GRID, GRID)) < 0.2)
     confidence = torch.full((3, GRID, GRID), 0.75)
     poses = [r.pose for r in renders]
-    results = write_memories(batched, features, depth, poses, [K] * 3, keep, confidence, 0.25, skip)
+    readout = bank.read(poses, [K] * 3, (GRID, GRID), image_size=(SIZE, SIZE), touch=False)
+    results = bank.write(features, depth, poses, [K] * 3, keep, confidence, readout=readout, residual_tolerance=0.25,
+                         skip_cells=skip)
     for i, memory in enumerate(alone):
+        # the single-world write reads memory itself when no readout is given: the same
         ref = memory.write(features[i], depth[i], poses[i], K, keep_mask=keep[i], confidence=0.75,
                            reject_closer_than_memory=0.25, skip_cells=skip[i])
         assert results[i].added == ref.added and torch.equal(results[i].static_xyz, ref.static_xyz)
-        mine, theirs = batched[i].state_dict(), memory.state_dict()
-        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert _states_equal(bank, alone)
 
 
-def test_batched_memory_calls_refuse_mismatched_input():
-    memories = [LatentSpatialMemory(3), LatentSpatialMemory(3)]
-    with pytest.raises(ValueError, match="one pose and one intrinsics per memory"):
-        read_memories(memories, [np.eye(4)], [K, K], (GRID, GRID))
+def test_bank_calls_refuse_mismatched_input():
+    bank = LatentMemoryBank(2, 3)
+    with pytest.raises(ValueError, match="one pose and one intrinsics per world"):
+        bank.read([np.eye(4)], [K, K], (GRID, GRID))
     with pytest.raises(ValueError, match="pose must have shape"):
-        read_memories(memories, [np.eye(4), np.eye(3)], [K, K], (GRID, GRID))
+        bank.read([np.eye(4), np.eye(3)], [K, K], (GRID, GRID))
+    with pytest.raises(ValueError, match="worlds must be indices"):
+        bank.read([np.eye(4)], [K], (GRID, GRID), worlds=[2])
     with pytest.raises(ValueError, match="features must have shape"):
-        write_memories(memories, torch.zeros(2, 4, GRID, GRID), torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
-                       torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID))
-    with pytest.raises(ValueError, match="must share"):
-        write_memories([LatentSpatialMemory(3), LatentSpatialMemory(3, voxel_size=0.1)], torch.zeros(2, 3, GRID, GRID),
-                       torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
-                       torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID))
+        bank.write(torch.zeros(2, 4, GRID, GRID), torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
+                   torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID))
+    with pytest.raises(ValueError, match="readout must be a read"):
+        bank.write(torch.zeros(2, 3, GRID, GRID), torch.ones(2, SIZE, SIZE), [np.eye(4)] * 2, [K] * 2,
+                   torch.ones(2, SIZE, SIZE, dtype=torch.bool), torch.ones(2, GRID, GRID),
+                   readout=bank.read([np.eye(4)], [K], (GRID, GRID), worlds=[0]), residual_tolerance=0.25)
 
 
 def test_coverage_grid_counts_each_voxel_once_and_stays_sorted():
@@ -420,11 +442,11 @@ def test_coverage_grid_counts_each_voxel_once_and_stays_sorted():
     assert grid.contains(torch.tensor([[0.1, 0.1, 0.1]])).item() == ((0, 0, 0) in seen)
 
 
-def test_batched_distances_equal_each_memory_alone():
+def test_bank_distances_equal_each_single_world():
     rng = np.random.default_rng(11)
     memories = _filled_memories(4, rng)  # the first is empty
     points = rng.uniform(-4, 4, (4, 3))
-    distances = distances_to(memories, points)
+    distances = _bank_of(memories).distances(points)
     assert distances == [m.distance_to(p) for m, p in zip(memories, points)]
     assert math.isinf(distances[0]) and all(math.isfinite(d) for d in distances[1:])
 

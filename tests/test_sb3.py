@@ -32,6 +32,6 @@ def test_ppo_cnn_learns_on_the_batched_env():
 
 @pytest.mark.slow
 def test_multi_input_policy_on_the_dict_observations():
-    env = gym.make("MirageWorldRGBD-v0", model=PoolingBackend(), max_episode_steps=32)
+    env = gym.make("MirageWorldDict-v0", model=PoolingBackend(), max_episode_steps=32)
     model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=64)

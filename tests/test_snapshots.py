@@ -16,7 +16,7 @@ from mirage_gym.snapshot import SnapshotError
 from stand_in import PoolingBackend
 
 
-def make(env_id="MirageWorldRGBD-v0", **kwargs):
+def make(env_id="MirageWorldDict-v0", **kwargs):
     return gym.make(env_id, model=PoolingBackend(), **kwargs)
 
 
@@ -106,7 +106,7 @@ def test_crafted_snapshots_are_refused_and_leave_the_env_unchanged(saved, tmp_pa
         env.unwrapped.load_snapshot(crafted)
     assert_same_state(before, env_state(env))
     env.step(0)  # and it goes on working
-    assert env.unwrapped.core.info(env.unwrapped._frame, 0)["novelty"] >= 0
+    assert env.unwrapped.adapter.info(env.unwrapped._frame, 0)["novelty"] >= 0
 
 
 def test_edited_metadata_fails_the_checksum(saved, tmp_path):

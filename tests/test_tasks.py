@@ -24,7 +24,7 @@ def make(env_id, **kwargs):
 def oracle_episode(env, seed, before=()):
     """Play ``before`` then the task's shortest-path follower; returns (steps, last info, terminated)."""
     obs, info = env.reset(seed=seed)
-    task = env.unwrapped.core.task
+    task = env.unwrapped.adapter.task
     steps = 0
     for action in before:
         obs, reward, terminated, truncated, info = env.step(int(action))
@@ -73,7 +73,7 @@ def test_stop_far_from_the_goal_ends_the_episode_without_success(env_id):
 def test_auto_stop_ends_on_arrival():
     env = make("MiragePointNav-v0", task_options={"auto_stop": True}, max_episode_steps=150)
     env.reset(seed=0)
-    task = env.unwrapped.core.task
+    task = env.unwrapped.adapter.task
     while True:
         action = task.oracle_action(0)
         assert action != GoalAction.STOP  # it ends before the follower would stop
@@ -86,7 +86,7 @@ def test_auto_stop_ends_on_arrival():
 def test_shaped_reward_is_the_decrease_in_distance():
     env = make("MiragePointNav-v0")
     _, info = env.reset(seed=0)
-    task = env.unwrapped.core.task
+    task = env.unwrapped.adapter.task
     before = info["distance_to_goal"]
     _, reward, _, _, info = env.step(int(task.oracle_action(0)))
     assert reward == pytest.approx(before - info["distance_to_goal"] - 0.01)
@@ -95,7 +95,7 @@ def test_shaped_reward_is_the_decrease_in_distance():
 def test_pointgoal_is_distance_and_bearing_in_the_agent_frame():
     env = make("MiragePointNav-v0")
     obs, info = env.reset(seed=2)
-    goal = env.unwrapped.core.task.episodes[0].goal_xyz
+    goal = env.unwrapped.adapter.task.episodes[0].goal_xyz
     rho, phi = obs["pointgoal"]
     assert rho == pytest.approx(math.hypot(goal[0], goal[2]), rel=1e-5)
     assert phi == pytest.approx(math.atan2(goal[0], goal[2]), abs=1e-5)  # at the start the camera looks along +z
@@ -107,7 +107,7 @@ def test_imagenav_goal_is_a_remembered_view_the_agent_comes_back_to():
     env = make("MirageImageNav-v0", max_episode_steps=150)
     obs, _ = env.reset(seed=0)
     start_gap = np.abs(obs["rgb"].astype(int) - obs["goal"]).mean()
-    task = env.unwrapped.core.task
+    task = env.unwrapped.adapter.task
     assert env.unwrapped.world.memory_stats(0)["points"] > 0
     np.testing.assert_array_equal(env.unwrapped.world.poses[0], np.eye(4))  # back at the start
     while (action := task.oracle_action(0)) != GoalAction.STOP:
@@ -120,7 +120,7 @@ def test_homing_starts_away_and_its_goal_is_the_first_view():
     env = make("MirageHoming-v0")
     obs, info = env.reset(seed=1)
     assert np.linalg.norm(info["pose"][:3, 3]) > 0.6
-    np.testing.assert_array_equal(env.unwrapped.core.task.episodes[0].goal_pose, np.eye(4))
+    np.testing.assert_array_equal(env.unwrapped.adapter.task.episodes[0].goal_pose, np.eye(4))
 
 
 # ---------------------------------------------------------------- reachable goals, the planner
@@ -130,8 +130,8 @@ def test_issued_goals_are_free_and_reachable_on_the_layout():
     env = make("MiragePointNav-v0")
     for seed in range(8):
         _, info = env.reset(seed=seed)
-        ep = env.unwrapped.core.task.episodes[0]
-        scene = env.unwrapped.core.scene
+        ep = env.unwrapped.adapter.task.episodes[0]
+        scene = env.unwrapped.adapter.scene
         assert scene.is_free(ep.goal_xyz, 0.25)[0]
         assert 1.0 - 0.3 <= info["distance_to_goal"] <= 4.0 + 0.3
         path = nav.shortest_path(ep.layout, nav.distance_field(ep.layout, ep.goal_xz), np.zeros(2), ep.goal_xz)
@@ -199,7 +199,7 @@ def test_vector_env_terminates_per_world_and_autoresets_next_step():
 def test_snapshot_resumes_a_goal_episode_with_its_goal(tmp_path):
     env = make("MirageImageNav-v0")
     env.reset(seed=4)
-    task = env.unwrapped.core.task
+    task = env.unwrapped.adapter.task
     for _ in range(3):
         env.step(int(task.oracle_action(0)))
     env.unwrapped.save_snapshot(tmp_path / "goal.snap")

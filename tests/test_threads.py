@@ -71,8 +71,8 @@ def test_async_vector_env_workers_run_at_one_thread(two_threads):
     try:
         vec.reset(seed=0)
         vec.step(np.array([5, 4]))
-        cores = vec.get_attr("core")
-        assert [core.world.backend.seen for core in cores] == [[1], [1]]
+        adapters = vec.get_attr("adapter")
+        assert [adapter.world.backend.seen for adapter in adapters] == [[1], [1]]
     finally:
         vec.close()
 

@@ -1,8 +1,11 @@
-"""What every spatial memory shares: the readout type, input checks, depth pooling, sorted merges."""
+"""What every spatial memory shares: the :class:`SpatialMemory` protocol a world uses, the
+readout and write-result types, the single-world view of a bank, input checks and depth
+pooling."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,8 @@ from mirage_gym.geometry import check_intrinsics, check_pose
 
 @dataclass
 class MemoryReadout:
-    """Memory projected onto one camera.
+    """Memory projected onto cameras: one camera (``(C, h, w)`` tensors) or a batch
+    (a leading B axis), as a bank's read returns it.
 
     ``features`` (C, h, w) are zero where invalid, ``mask`` (1, h, w) is 1.0 where a
     remembered point landed (or remembered sky shows), ``depth`` (1, h, w) is its
@@ -29,6 +33,174 @@ class MemoryReadout:
         """Share of the grid covered by memory."""
         return float(self.mask.mean())
 
+    def __getitem__(self, index: int) -> MemoryReadout:
+        """Camera ``index`` of a batched readout."""
+        return MemoryReadout(self.features[index], self.mask[index], self.depth[index],
+                             None if self.offset is None else self.offset[index])
+
+    def batched(self) -> MemoryReadout:
+        """A one-camera readout as a batch of one."""
+        return MemoryReadout(self.features[None], self.mask[None], self.depth[None],
+                             None if self.offset is None else self.offset[None])
+
+
+@dataclass
+class WriteResult:
+    """What a write did: ``added`` new entries; ``static_xyz`` (M, 3) the lifted points of
+    every static cell of the frame, written or not (explored-space bookkeeping uses them)."""
+
+    added: int
+    static_xyz: torch.Tensor
+    static_cells: torch.Tensor | None = None  # (h, w) bool: the cells behind ``static_xyz``
+
+
+class SpatialMemory(Protocol):
+    """What a :class:`~mirage_gym.world.World` needs of its memory: the state of all its
+    worlds, read, written and queried in batches. ``worlds`` (a list of world indices,
+    default all) says which worlds a batched call is about; row ``b`` of its arguments
+    belongs to world ``worlds[b]``.
+
+    ``stores`` says what the memory holds and gives back: ``"latents"`` (feature grids at
+    latent resolution; the generator takes the read as is) or ``"pixels"`` (RGB at image
+    resolution; the world re-encodes the read with its codec and writes decoded frames).
+    """
+
+    num_worlds: int
+    stores: str
+    device: torch.device
+
+    def read(self, poses, intrinsics, grid_size, image_size=None, touch: bool = True,
+             worlds=None) -> MemoryReadout:
+        """Memory of each world projected onto its camera, as one batched readout."""
+
+    def write(self, features: torch.Tensor, depth: torch.Tensor, poses, intrinsics, keep_mask: torch.Tensor,
+              confidence: torch.Tensor, readout: MemoryReadout | None = None,
+              residual_tolerance: float | None = None, skip_cells: torch.Tensor | None = None,
+              worlds=None) -> list[WriteResult]:
+        """Store one frame per world. ``readout`` is the read made at these cameras before
+        the write (the residual check compares against it); nothing is cached between
+        a read and a write."""
+
+    def distances(self, points, worlds=None) -> list[float]:
+        """Distance from each world's point to the nearest point it remembers (inf if none)."""
+
+    def reset(self, index: int) -> None: ...
+
+    def size(self, index: int) -> int: ...
+
+    def points(self, index: int) -> torch.Tensor: ...
+
+    def stats(self, index: int) -> dict: ...
+
+    def state_dict(self, index: int) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, index: int, state: dict[str, torch.Tensor]) -> None: ...
+
+
+class OneWorldMemory:
+    """A memory of one world with per-frame calls: a bank (:class:`SpatialMemory`) of one
+    world, its inputs checked here (the public boundary) before the batched call."""
+
+    def __init__(self, bank: SpatialMemory):
+        self.bank = bank
+
+    def __getattr__(self, name: str):
+        if name == "bank":  # not set yet (copying, unpickling)
+            raise AttributeError(name)
+        return getattr(self.bank, name)  # the bank's configuration (channels, voxel_size, far, ...)
+
+    def read(self, pose, intrinsics, grid_size, image_size=None, touch: bool = True) -> MemoryReadout:
+        """Project memory onto one camera at ``grid_size`` (h, w); see the bank's ``read``."""
+        return self.bank.read([pose], [intrinsics], grid_size, image_size, touch)[0]
+
+    def write(self, features, depth, pose, intrinsics, keep_mask=None, confidence=1.0,
+              readout: MemoryReadout | None = None, reject_closer_than_memory: float | None = None,
+              skip_cells=None) -> WriteResult:
+        """Store one frame; see the bank's ``write``.
+
+        Args:
+            features: (C, h, w) grid of what the memory stores.
+            depth: (H, W) z-depth, ``inf`` for sky.
+            pose: 4x4 camera-to-world of the frame.
+            intrinsics: 3x3 intrinsics of the (H, W) depth grid.
+            keep_mask: (H, W) bool, False for pixels not to remember (sky, dynamic objects).
+            confidence: scalar or (h, w) in [0, 1]; known depth is 1, predicted less.
+            readout: :meth:`read` at this camera and grid before the write (for the
+                residual check; read here if the check is on and none is given).
+            reject_closer_than_memory: the residual check's tolerance (None: off).
+            skip_cells: optional (h, w) bool of cells not to write, though they count as seen.
+        """
+        device = self.bank.device
+        feats = as_tensor(features, "features", device, None)
+        if feats.dtype != torch.uint8:  # colour may come as uint8; everything else as float32
+            feats = feats.float()
+        if feats.ndim != 3:
+            raise ValueError(f"features must have shape (C, h, w), got {tuple(feats.shape)}")
+        grid = tuple(feats.shape[1:])
+        d = checked_depth(depth, device)
+        keep = checked_keep_mask(keep_mask, d.shape, device)
+        conf = as_tensor(confidence, "confidence", device, torch.float32)
+        if conf.ndim == 0:
+            conf = conf.expand(grid)
+        if tuple(conf.shape) != grid or not torch.isfinite(conf).all():
+            raise ValueError(f"confidence must be a finite scalar or have shape {grid}")
+        skip = None
+        if skip_cells is not None:
+            skip = torch.as_tensor(skip_cells, device=device).bool()
+            if tuple(skip.shape) != grid:
+                raise ValueError(f"skip_cells must have shape {grid}, got {tuple(skip.shape)}")
+            skip = skip[None]
+        return self.bank.write(feats[None], d[None], [pose], [intrinsics], keep[None], conf[None],
+                               None if readout is None else readout.batched(), reject_closer_than_memory, skip)[0]
+
+    def distance_to(self, point) -> float:
+        """Distance (metres) from ``point`` (3,) to the nearest remembered point; inf if empty."""
+        return self.bank.distances([point])[0]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self.bank.reset(0)
+
+    def __len__(self) -> int:
+        return self.bank.size(0)
+
+    @property
+    def size(self) -> int:
+        return self.bank.size(0)
+
+    @property
+    def points(self) -> torch.Tensor:
+        """(N, 3) world xyz of the remembered points (a view of the store: do not modify)."""
+        return self.bank.points(0)
+
+    def stats(self) -> dict:
+        return self.bank.stats(0)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors only (safetensors-friendly); config travels separately via ``config()``."""
+        return self.bank.state_dict(0)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from :meth:`state_dict`; validates everything before changing anything."""
+        self.bank.load_state_dict(0, state)
+
+
+def checked_worlds(worlds, num_worlds: int) -> list[int]:
+    """World indices of a batched call (default: all), each in range."""
+    if worlds is None:
+        return list(range(num_worlds))
+    worlds = [int(i) for i in worlds]
+    if not worlds or any(not 0 <= i < num_worlds for i in worlds):
+        raise ValueError(f"worlds must be indices in [0, {num_worlds}), got {worlds}")
+    return worlds
+
+
+def checked_readout(readout: MemoryReadout, views: int, grid: tuple[int, int]) -> None:
+    """A batched readout of ``views`` cameras at ``grid`` (what a write's residual check needs)."""
+    if tuple(readout.mask.shape) != (views, 1, *grid) or tuple(readout.depth.shape) != (views, 1, *grid):
+        raise ValueError(f"readout must be a read of the {views} written cameras at grid {grid}, got mask "
+                         f"{tuple(readout.mask.shape)} and depth {tuple(readout.depth.shape)}")
+
 
 def as_tensor(value, name: str, device, dtype=torch.float32) -> torch.Tensor:
     """A tensor copy of ``value`` on ``device``; raises ``ValueError`` for unconvertible input."""
@@ -41,24 +213,10 @@ def as_tensor(value, name: str, device, dtype=torch.float32) -> torch.Tensor:
     return t.to(device)
 
 
-def checked_pose(pose, device) -> torch.Tensor:
-    check_pose(pose, "pose")
-    if torch.as_tensor(pose).ndim != 2:
-        raise ValueError(f"pose must have shape (4, 4), got {tuple(torch.as_tensor(pose).shape)}")
-    return as_tensor(pose, "pose", device, torch.float64)
-
-
-def checked_intrinsics(intrinsics, device) -> torch.Tensor:
-    check_intrinsics(intrinsics, "intrinsics")
-    if torch.as_tensor(intrinsics).ndim != 2:
-        raise ValueError(f"intrinsics must have shape (3, 3), got {tuple(torch.as_tensor(intrinsics).shape)}")
-    return as_tensor(intrinsics, "intrinsics", device, torch.float64)
-
-
 def checked_cameras(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 stacks (B, 4, 4) and (B, 3, 3) of one pose and one intrinsics matrix per
-    camera, each checked like :func:`checked_pose` / :func:`checked_intrinsics` (in one
-    batched check)."""
+    camera, checked by :func:`mirage_gym.geometry.check_pose` / ``check_intrinsics`` in one
+    batched check (the memories' one camera check)."""
     stacks = []
     for values, name, shape in ((poses, "pose", (4, 4)), (intrinsics, "intrinsics", (3, 3))):
         items = [as_tensor(v, name, device, torch.float64) for v in values]
@@ -69,26 +227,6 @@ def checked_cameras(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tens
     check_pose(stacks[0], "pose")
     check_intrinsics(stacks[1], "intrinsics")
     return stacks[0], stacks[1]
-
-
-def merge_sorted(old_keys: torch.Tensor, new_keys: torch.Tensor, positions: torch.Tensor | None = None,
-                 values: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()):
-    """Merge sorted, disjoint 1-D ``new_keys`` into sorted ``old_keys`` in one linear pass
-    (the new rows go to their places, the old rows fill the gaps in order), instead of
-    sorting both again. ``positions`` is ``searchsorted(old_keys, new_keys)`` if known;
-    ``values`` are ``(old, new)`` pairs of per-key tensors merged alongside. Returns the
-    merged keys and the list of merged values."""
-    if positions is None:
-        positions = torch.searchsorted(old_keys, new_keys)
-    new_at = positions + torch.arange(new_keys.numel(), device=new_keys.device)
-    old_rows = torch.ones(old_keys.numel() + new_keys.numel(), dtype=torch.bool, device=new_keys.device)
-    old_rows[new_at] = False
-    merged = []
-    for old, new in ((old_keys, new_keys), *values):
-        out = torch.empty(old_rows.numel(), dtype=old.dtype, device=old.device)
-        out[new_at] = new.to(old.dtype)
-        merged.append(out.masked_scatter_(old_rows, old))
-    return merged[0], merged[1:]
 
 
 def checked_depth(depth, device) -> torch.Tensor:

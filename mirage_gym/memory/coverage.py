@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from mirage_gym.memory.base import merge_sorted
-from mirage_gym.memory.latent import voxel_keys
+from mirage_gym.constants import COVERAGE_VOXEL
+from mirage_gym.memory.voxels import find, insert_new, voxel_keys
 
 
 class CoverageGrid:
     """A growing set of coarse voxel keys (sorted int64 tensor)."""
 
-    def __init__(self, voxel_size: float = 0.25, device: str | torch.device = "cpu"):
+    def __init__(self, voxel_size: float = COVERAGE_VOXEL, device: str | torch.device = "cpu"):
         if not voxel_size > 0:
             raise ValueError(f"voxel_size must be positive, got {voxel_size}")
         self.voxel_size = float(voxel_size)
@@ -29,23 +29,13 @@ class CoverageGrid:
     def add_keys(self, keys: torch.Tensor) -> int:
         """Mark voxels by key (from :func:`voxel_keys` at this grid's voxel size); returns
         how many were new."""
-        keys = torch.unique(keys)
-        pos = torch.searchsorted(self.keys, keys)
-        if self.keys.numel():
-            fresh = self.keys[pos.clamp(max=self.keys.numel() - 1)] != keys
-            keys, pos = keys[fresh], pos[fresh]
-        n = keys.numel()
-        if n:
-            self.keys, _ = merge_sorted(self.keys, keys, pos)
-        return int(n)
+        self.keys, _, fresh = insert_new(self.keys, torch.unique(keys))
+        return int(fresh.sum())
 
     def contains(self, xyz: torch.Tensor) -> torch.Tensor:
         """Bool per point: is its voxel already covered."""
         keys, in_range = voxel_keys(xyz.float(), self.voxel_size)
-        if self.keys.numel() == 0:
-            return torch.zeros_like(in_range)
-        pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
-        return (self.keys[pos] == keys) & in_range
+        return find(self.keys, keys)[1] & in_range
 
     def __len__(self) -> int:
         return int(self.keys.numel())

@@ -3,7 +3,7 @@
 Written memory is permanent (first confident write wins), so anything that will not be
 there on return must be filtered before the write: sky (non-finite or beyond ``far``
 depth, or a sky label) and dynamic objects (a label, or a user mask). The complementary
-reprojection-residual check against memory lives in ``LatentSpatialMemory.write``.
+reprojection-residual check against memory lives in the memories' ``write`` (``residual_tolerance``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mirage_gym.constants import FAR
+
 LABEL_STATIC = 0
 LABEL_SKY = 1
 LABEL_DYNAMIC = 2
 
 
-def static_keep_mask(depth, labels=None, dynamic_mask=None, far: float = 100.0) -> torch.Tensor:
+def static_keep_mask(depth, labels=None, dynamic_mask=None, far: float = FAR) -> torch.Tensor:
     """Bool (H, W) mask of pixels safe to remember (or (B, H, W) for a batch of frames).
 
     Args:

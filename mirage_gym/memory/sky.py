@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from mirage_gym.geometry import pixel_grid, ringed_frame_rays, splat_nearest
+from mirage_gym.memory.voxels import insert_new, one_per_voxel, pack_keys
 
 # direction bins: a 0.05 cube grid on the unit sphere, about half a latent cell at the
 # default 90-degree, 16-cell view (0.1 rad per cell)
@@ -22,7 +23,7 @@ _ANY_DEPTH = 1e6  # all sky is one surface: a read picks the direction closest t
 
 def _bin_keys(directions: torch.Tensor) -> torch.Tensor:
     ijk = torch.floor(directions / BIN_SIZE).long() + 64  # |d| <= 1: 0 <= ijk < 128
-    return (ijk[:, 0] << 14) | (ijk[:, 1] << 7) | ijk[:, 2]
+    return pack_keys(ijk, 7)
 
 
 def cell_directions(pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -62,21 +63,11 @@ class SkyDome:
         directions = cell_directions(pose, k_grid, tuple(sky_cells.shape))[sky_cells]
         vectors = features.permute(1, 2, 0)[sky_cells]
         keys = _bin_keys(directions)
-        uniq, inverse = torch.unique(keys, return_inverse=True)
-        first = torch.full((uniq.numel(),), keys.numel(), dtype=torch.long, device=keys.device)
-        first.scatter_reduce_(0, inverse, torch.arange(keys.numel(), device=keys.device), reduce="amin")
-        if self._keys.numel():
-            pos = torch.searchsorted(self._keys, uniq).clamp(max=self._keys.numel() - 1)
-            fresh = self._keys[pos] != uniq
-            uniq, first = uniq[fresh], first[fresh]
-        if uniq.numel() == 0:
-            return 0
-        self.directions = torch.cat([self.directions, directions[first]])
-        self.features = torch.cat([self.features, vectors[first].to(self.feature_dtype)])
-        self._keys = torch.cat([self._keys, uniq])
-        order = torch.argsort(self._keys)
-        self.directions, self.features, self._keys = self.directions[order], self.features[order], self._keys[order]
-        return int(uniq.numel())
+        # one entry per bin, the first cell of the frame in it; then the first write wins
+        keys, first = one_per_voxel(keys, torch.arange(keys.numel(), device=keys.device))
+        self._keys, (self.directions, self.features), fresh = insert_new(
+            self._keys, keys, ((self.directions, directions[first]), (self.features, vectors[first])))
+        return int(fresh.sum())
 
     def read(self, pose: torch.Tensor, k_grid: torch.Tensor, grid: tuple[int, int]):
         """Flat cell indices (M,) and float32 features (M, C) of the sky the camera's cells

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mirage_gym.constants import FAR
+
 DEPTH_NEAR = 0.1  # metres: the code's lower end
-DEPTH_FAR = 50.0  # metres: the code's upper end (the world's sky distance)
+DEPTH_FAR = FAR  # metres: the code's upper end (the world's sky distance)
 IN_CHANNELS = 6  # rgb (3), depth code, sky flag, depth-known flag; all in [-1, 1]
 OUT_CHANNELS = 5  # rgb (3), depth code, sky logit
 

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from mirage_gym.constants import MOVE_STEP
 from mirage_gym.models.codec import depth_to_code
 from mirage_gym.models.kernels import use_lean_kernels
 
@@ -94,7 +95,8 @@ class CameraTokens(nn.Module):
         self.net = nn.Sequential(nn.Linear(CAMERA_FEATURES, hidden), nn.SiLU(), nn.Linear(hidden, tokens * dim))
 
     def forward(self, relative_pose: torch.Tensor) -> torch.Tensor:
-        features = torch.cat([relative_pose[:, :3, :3].flatten(1), relative_pose[:, :3, 3] / 0.2], 1).float()
+        # translations in move steps: the shipped tokens were trained with the rig's default step
+        features = torch.cat([relative_pose[:, :3, :3].flatten(1), relative_pose[:, :3, 3] / MOVE_STEP], 1).float()
         return self.net(features).view(-1, self.tokens, self.dim)
 
 

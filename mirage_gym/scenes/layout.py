@@ -214,18 +214,25 @@ def place_parts(b: Builder, parts, room: Rect, side: str, c: float, off: float, 
         b.add(side_rect(room, side, c + a0, c + a1, -(off + d1), -(off + d0)), h0, h1, mats, label)
 
 
+def wall_spots(rng, rect: Rect, min_along: float, min_depth: float, end_gap: float, width: float, tries: int = 25):
+    """Random spots along the walls of ``rect`` for a piece ``width`` long, one per try whose
+    wall is at least ``min_along`` long with ``min_depth`` of room in front: ``(side, c,
+    depth)``, ``c`` the piece's start along the wall, ``end_gap`` from either end."""
+    for _attempt in range(tries):
+        side = str(rng.choice(["+x", "-x", "+z", "-z"]))
+        a0, a1, depth = along(rect, side)
+        if a1 - a0 < min_along or depth < min_depth:
+            continue
+        yield side, rng.uniform(a0 + end_gap, a1 - width - end_gap), depth
+
+
 def furnish(b: Builder, room: Rect, height: float, count: int, kinds, probs):
     """Place up to ``count`` furniture pieces in ``room`` by rejection sampling."""
     rng = b.rng
     for _ in range(count):
         kind = str(rng.choice(kinds, p=probs))
         parts, (w, d), wall = _furniture(rng, b, kind, height)
-        for _attempt in range(25):
-            side = str(rng.choice(["+x", "-x", "+z", "-z"]))
-            a0, a1, depth = along(room, side)
-            if a1 - a0 < w + 0.1 or depth < d + 1.2:
-                continue
-            c = rng.uniform(a0 + 0.02, a1 - w - 0.02)
+        for side, c, depth in wall_spots(rng, room, w + 0.1, d + 1.2, 0.02, w):
             off = 0.03 if wall else rng.uniform(0.5, depth - d - 0.5)
             foot = side_rect(room, side, c, c + w, -(off + d), -off)
             if b.is_clear(foot, room):
@@ -515,12 +522,7 @@ def _place_outdoor(b: Builder, court: Rect, count: int, kinds, probs):
             w = d = 0.3
             lamp = b.material("dynamic")
             parts = [(0.09, 0.21, 0.09, 0.21, 0.0, 3.2, m), (0.0, 0.3, 0.0, 0.3, 3.2, 3.6, lamp)]
-        for _attempt in range(25):
-            side = str(rng.choice(["+x", "-x", "+z", "-z"]))
-            a0, a1, depth = along(court, side)
-            if a1 - a0 < w + 1.0 or depth < d + 1.0:
-                continue
-            c = rng.uniform(a0 + 0.5, a1 - w - 0.5)
+        for side, c, depth in wall_spots(rng, court, w + 1.0, d + 1.0, 0.5, w):
             off = rng.uniform(0.3, depth - d - 0.3)
             foot = side_rect(court, side, c - 0.25, c + w + 0.25, -(off + d + 0.25), -off + 0.25)
             if b.is_clear(foot, (court[0] - 0.3, court[1] + 0.3, court[2] - 0.3, court[3] + 0.3), gap=0.3):

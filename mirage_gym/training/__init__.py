@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TRAIN_SEED_BASE = 100_000  # training scenes; every evaluation uses seeds below this
+from mirage_gym import constants
+
+TRAIN_SEED_BASE = constants.TRAIN_SEED_BASE  # training scenes; every evaluation uses seeds below this
 
 
 @dataclass

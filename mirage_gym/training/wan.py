@@ -95,16 +95,18 @@ def latent_frame_indices(frames: int, temporal: int) -> np.ndarray:
     return np.concatenate([[0], np.arange(temporal, frames, temporal)])
 
 
-def _remember(memory, clip, frame: int, latent: torch.Tensor, far: float, held: torch.Tensor | None = None) -> None:
+def _remember(memory, clip, frame: int, latent: torch.Tensor, far: float, readout=None) -> None:
     """Write one latent frame with the world's policy (static cells only; cells memory already
-    holds are kept, and a surface closer than memory's is not written over)."""
+    holds, as ``readout`` (the read at this frame) shows, are kept, and a surface closer than
+    memory's is not written over)."""
     from mirage_gym.memory import static_keep_mask
 
+    held = None if readout is None else readout.mask[0] > 0
     depth = torch.as_tensor(clip.depths[frame])
     dynamic = None if clip.masks is None else torch.as_tensor(clip.masks[frame])
     keep = static_keep_mask(depth, dynamic_mask=dynamic, far=far)
     memory.write(latent, depth, clip.poses_c2w[frame], clip.intrinsics[frame], keep_mask=keep, confidence=1.0,
-                 reject_closer_than_memory=None if held is None else 0.25, skip_cells=held)
+                 readout=readout, reject_closer_than_memory=None if held is None else 0.25, skip_cells=held)
 
 
 @torch.no_grad()
@@ -127,7 +129,7 @@ def clip_samples(clip, codec, grid: tuple[int, int], far: float = 50.0) -> ClipS
         if k:
             readout = memory.read(clip.poses_c2w[frame], clip.intrinsics[frame], grid, image_size=(height, width))
             reads.append(readout)
-        _remember(memory, clip, frame, latents[k], far, None if readout is None else readout.mask[0] > 0)
+        _remember(memory, clip, frame, latents[k], far, readout)
     return ClipSamples(latents, torch.stack([r.features for r in reads]).float(),
                        torch.stack([r.mask for r in reads]).float(), torch.stack([r.depth for r in reads]).float(),
                        torch.as_tensor(clip.poses_c2w[picks]).double())

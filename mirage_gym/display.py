@@ -1,4 +1,4 @@
-"""Pictures for people: a bird's-eye map of memory beside the frame, and a pygame window."""
+"""Pictures for people (not the scene renderer, :mod:`mirage_gym.scenes.render`): a bird's-eye map of memory beside the frame, and a pygame window."""
 
 from __future__ import annotations
 
@@ -35,9 +35,8 @@ def birdseye_map(xyz: np.ndarray, path: np.ndarray, pose: np.ndarray, size: int,
     return image
 
 
-def with_map(frame: np.ndarray, memory, path: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """The frame with the bird's-eye map of ``memory`` beside it."""
-    xyz = memory.state_dict()["xyz"].cpu().numpy()
+def with_map(frame: np.ndarray, xyz: np.ndarray, path: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """The frame with the bird's-eye map of remembered points ``xyz`` (N, 3) beside it."""
     return np.concatenate([frame, birdseye_map(xyz, path, pose, frame.shape[0])], axis=1)
 
 
