@@ -299,16 +299,39 @@ def train_adversarial(out: str | Path, cfg: AdversarialConfig | None = None, mod
     return model_dir
 
 
+def export_checkpoint(out: str | Path, dest: str | Path | None = None, model: str | Path = "tiny",
+                      sampler_steps: int | None = None) -> Path:
+    """Export the EMA generator of ``out``'s checkpoint (as it stands, e.g. while a run goes on)
+    with ``model``'s codec to ``dest`` (default ``out/model``)."""
+    from mirage_gym.models.backend import LatentWorldModel, load_backend
+    from torch.optim.swa_utils import AveragedModel
+
+    out = Path(out)
+    base = load_backend(model)
+    state = torch.load(out / "adversarial.ckpt", map_location="cpu", weights_only=True)
+    ema = AveragedModel(base.generator)
+    ema.load_state_dict(state["ema"])
+    steps = sampler_steps or json.loads((out / "adversarial_config.json").read_text())["sampler_steps"]
+    dest = Path(dest) if dest is not None else out / "model"
+    exported = FlowMatchEulerSampler(steps, base.sampler.shift)
+    LatentWorldModel(base.codec, ema.module.eval(), exported, hold_memory=True).save_pretrained(dest)
+    return dest
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="tiny", help="the model whose generator is fine-tuned")
     parser.add_argument("--minutes", type=float, default=None, help="stop (checkpointed, exportable) after this")
+    parser.add_argument("--export-to", default=None, help="only export the checkpoint's EMA generator to this folder")
     defaults = AdversarialConfig()
     for name, value in asdict(defaults).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
     args = parser.parse_args(argv)
+    if args.export_to:
+        print(f"model: {export_checkpoint(args.out, args.export_to, args.model)}")
+        return
     cfg = AdversarialConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
     print(f"model: {train_adversarial(args.out, cfg, args.model, deadline=deadline)}")
