@@ -16,7 +16,7 @@ from mirage_gym.training.data import render_sequences
 from mirage_gym.training.generator import build_samples, new_generator
 from mirage_gym.world import World, WorldConfig
 
-TOY = dict(steps=3, batch=2, warmup_d=1, checkpoint_every=2, d_width=4)
+TOY = dict(steps=3, batch=2, warmup_d=1, checkpoint_every=2, d_width=4, r1_every=2)
 
 
 @pytest.fixture(scope="module")

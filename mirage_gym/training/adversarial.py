@@ -9,7 +9,7 @@ generator is fine-tuned so that what it *samples* looks like a room:
 - **through the sampler path**: every step runs the exported sampler (2 Euler steps from
   noise, remembered cells held as at inference) with gradients, so the loss scores exactly
   what the env shows;
-- **a patch discriminator** (spectral norm, hinge loss) on the decoded RGB and depth code,
+- **a patch discriminator** (hinge loss, lazy R1 penalty) on the decoded RGB and depth code,
   conditioned on the memory mask (which cells memory ruled and which were invented). Its
   "real" frames are the true latent decoded by the same codec, with remembered cells held
   the same way, so codec blur and remembered cells give it nothing to judge: only what the
@@ -68,6 +68,9 @@ class AdversarialConfig:
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     d_width: int = 32
+    spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
+    r1_gamma: float = 1.0  # R1 penalty on real frames (lazy, every r1_every steps, as StyleGAN2)
+    r1_every: int = 4
     ema: float = 0.995
     warmup_d: int = 50  # steps the discriminator trains alone before the generator listens
     checkpoint_every: int = 100
@@ -76,12 +79,12 @@ class AdversarialConfig:
 
 
 class PatchDiscriminator(nn.Module):
-    """A spectrally normalised conv net: (B, 5 + 1, 64, 64) -> (B, 1, 16, 16) patch logits,
-    one per latent cell (receptive field about 30 px)."""
+    """A small conv net (optionally spectrally normalised): (B, 5 + 1, 64, 64) -> (B, 1, 16, 16)
+    patch logits, one per latent cell (receptive field about 30 px)."""
 
-    def __init__(self, in_channels: int = 6, width: int = 32):
+    def __init__(self, in_channels: int = 6, width: int = 32, spectral_norm: bool = False):
         super().__init__()
-        sn = nn.utils.parametrizations.spectral_norm
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         w = width
         self.net = nn.Sequential(
             sn(nn.Conv2d(in_channels, w, 4, 2, 1)), nn.LeakyReLU(0.2),
@@ -121,7 +124,7 @@ class AdversarialTrainer:
             p.requires_grad_(False)
         codec.eval()
         torch.manual_seed(cfg.seed)
-        self.discriminator = PatchDiscriminator(width=cfg.d_width)
+        self.discriminator = PatchDiscriminator(width=cfg.d_width, spectral_norm=cfg.spectral_norm)
         self.ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
@@ -175,13 +178,21 @@ class AdversarialTrainer:
         real = self.codec.decode_raw(real_latent).detach()
         fake = self.codec.decode_raw(fake_latent)
 
-        # discriminator: hinge loss, real = the true latent decoded by the same codec
+        # discriminator: hinge loss, real = the true latent decoded by the same codec; lazy R1
+        r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+        real.requires_grad_(r1_step)
         d_real = self.discriminator(real, mask)
         d_fake = self.discriminator(fake.detach(), mask)
         loss_d_real = _weighted_mean(F.relu(1 - d_real), patch_weight)
         loss_d_fake = _weighted_mean(F.relu(1 + d_fake), patch_weight)
+        loss_d = loss_d_real + loss_d_fake
+        r1 = torch.zeros(())
+        if r1_step:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
         self.opt_d.zero_grad(set_to_none=True)
-        (loss_d_real + loss_d_fake).backward()
+        loss_d.backward()
         self.opt_d.step()
 
         # generator: hinge adversarial loss + low-pass and (small) full reconstruction
@@ -208,7 +219,7 @@ class AdversarialTrainer:
                 return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
-                  "rec_full": rec_full, "total": total}
+                  "rec_full": rec_full, "total": total, "r1": r1}
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail}
 
     # ------------------------------------------------------------------ run, save
