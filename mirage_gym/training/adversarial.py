@@ -63,14 +63,16 @@ class AdversarialConfig:
     lr_g: float = 1e-4
     lr_d: float = 2e-4
     betas: tuple = (0.0, 0.99)  # GAN-style Adam momentum
-    adv_weight: float = 0.1  # generator's hinge loss weight
+    adv_weight: float = 0.3  # generator's hinge loss weight
     rec_low_weight: float = 1.0  # 4x4-cell mean latent MSE, every cell
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
-    r1_gamma: float = 1.0  # R1 penalty on real frames (lazy, every r1_every steps, as StyleGAN2)
+    r1_gamma: float = 0.01  # R1 penalty on real frames (lazy, every r1_every steps, as StyleGAN2);
+    # at 1.0 it held the discriminator at exactly zero for 400 steps
     r1_every: int = 4
+    d_steps: int = 2  # discriminator updates per generator update (on the same real / fake batch)
     ema: float = 0.995
     warmup_d: int = 50  # steps the discriminator trains alone before the generator listens
     checkpoint_every: int = 100
@@ -179,21 +181,28 @@ class AdversarialTrainer:
         fake = self.codec.decode_raw(fake_latent)
 
         # discriminator: hinge loss, real = the true latent decoded by the same codec; lazy R1
-        r1_step = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
-        real.requires_grad_(r1_step)
-        d_real = self.discriminator(real, mask)
-        d_fake = self.discriminator(fake.detach(), mask)
-        loss_d_real = _weighted_mean(F.relu(1 - d_real), patch_weight)
-        loss_d_fake = _weighted_mean(F.relu(1 + d_fake), patch_weight)
-        loss_d = loss_d_real + loss_d_fake
-        r1 = torch.zeros(())
-        if r1_step:
-            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        for k in range(cfg.d_steps):
+            r1_step = k == 0 and cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+            real.requires_grad_(r1_step)
+            d_real = self.discriminator(real, mask)
+            d_fake = self.discriminator(fake.detach(), mask)
+            loss_d_real = _weighted_mean(F.relu(1 - d_real), patch_weight)
+            loss_d_fake = _weighted_mean(F.relu(1 + d_fake), patch_weight)
+            loss_d = loss_d_real + loss_d_fake
+            if r1_step:
+                (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+                loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
+            elif k == 0:
+                r1 = torch.zeros(())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        real = real.detach()
+        with torch.no_grad():  # how far apart D holds real and fake on invented cells, after its update
+            inv = (1 - mask) > 0
+            gap = float(self.discriminator(real, mask)[inv].mean() - self.discriminator(fake.detach(), mask)[inv].mean()) \
+                if inv.any() else 0.0
 
         # generator: hinge adversarial loss + low-pass and (small) full reconstruction
         err = (fake_latent - real_latent) ** 2
@@ -220,7 +229,7 @@ class AdversarialTrainer:
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
                   "rec_full": rec_full, "total": total, "r1": r1}
-        return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail}
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     # ------------------------------------------------------------------ run, save
 
