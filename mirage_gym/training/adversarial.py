@@ -61,7 +61,7 @@ class AdversarialConfig:
     batch: int = 12
     sampler_steps: int = 2  # the sampler the exported model runs; training goes through it
     lr_g: float = 1e-4
-    lr_d: float = 2e-4
+    lr_d: float = 4e-4
     betas: tuple = (0.0, 0.99)  # GAN-style Adam momentum
     adv_weight: float = 0.3  # generator's hinge loss weight
     rec_low_weight: float = 1.0  # 4x4-cell mean latent MSE, every cell
@@ -74,17 +74,18 @@ class AdversarialConfig:
     r1_every: int = 4
     d_steps: int = 2  # discriminator updates per generator update (on the same real / fake batch)
     ema: float = 0.995
-    warmup_d: int = 50  # steps the discriminator trains alone before the generator listens
+    warmup_d: int = 100  # steps the discriminator trains alone before the generator listens
     checkpoint_every: int = 100
     seed: int = 0
     threads: int = 1
 
 
 class PatchDiscriminator(nn.Module):
-    """A small conv net (optionally spectrally normalised): (B, 5 + 1, 64, 64) -> (B, 1, 16, 16)
-    patch logits, one per latent cell (receptive field about 30 px)."""
+    """A small conv net (optionally spectrally normalised): decoded frame (RGB, depth code, sky),
+    its high-pass detail and the memory mask, (B, 10, 64, 64) -> (B, 1, 16, 16) patch logits,
+    one per latent cell (receptive field about 30 px)."""
 
-    def __init__(self, in_channels: int = 6, width: int = 32, spectral_norm: bool = False):
+    def __init__(self, in_channels: int = 10, width: int = 32, spectral_norm: bool = False):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         w = width
@@ -99,8 +100,11 @@ class PatchDiscriminator(nn.Module):
     def forward(self, decoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``decoded``: the codec's raw 5 channels (RGB and depth code in [-1, 1], sky logit);
         ``mask`` (B, 1, h, w): cells memory showed."""
-        x = torch.cat([decoded[:, :4], torch.tanh(decoded[:, 4:5]), F.interpolate(mask, size=decoded.shape[-2:])], 1)
-        return self.net(x)
+        image = torch.cat([decoded[:, :4], torch.tanh(decoded[:, 4:5])], 1)
+        # the detail each pixel carries beyond its 3x3 mean (RGB and depth code), amplified: fog has
+        # none; given outright, the net need not first learn to find it (it stayed at chance without)
+        detail = 4 * (decoded[:, :4] - F.avg_pool2d(decoded[:, :4], 3, 1, 1, count_include_pad=False))
+        return self.net(torch.cat([image, detail, F.interpolate(mask, size=decoded.shape[-2:])], 1))
 
 
 def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
