@@ -96,6 +96,14 @@ class PatchDiscriminator(nn.Module):
             sn(nn.Conv2d(4 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2),
             sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
         )
+        # He init for leaky ReLU (torch's default shrinks activations layer by layer: logits of
+        # about 0.003 that took hundreds of steps to grow, while the generator already listened)
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                weight = getattr(m, "parametrizations", None)
+                target = m.parametrizations.weight.original if weight is not None else m.weight
+                nn.init.kaiming_normal_(target, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, decoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``decoded``: the codec's raw 5 channels (RGB and depth code in [-1, 1], sky logit);
