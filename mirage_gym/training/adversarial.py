@@ -69,8 +69,7 @@ class AdversarialConfig:
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
-    r1_gamma: float = 0.01  # R1 penalty on real frames (lazy, every r1_every steps, as StyleGAN2);
-    # at 1.0 it held the discriminator at exactly zero for 400 steps
+    r1_gamma: float = 1.0  # R1 penalty on real frames' mean logit (lazy, every r1_every steps, as StyleGAN2)
     r1_every: int = 4
     d_steps: int = 2  # discriminator updates per generator update (on the same real / fake batch)
     ema: float = 0.995
@@ -202,7 +201,9 @@ class AdversarialTrainer:
             loss_d_fake = _weighted_mean(F.relu(1 + d_fake), patch_weight)
             loss_d = loss_d_real + loss_d_fake
             if r1_step:
-                (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                # of each frame's mean logit (summed patch logits made R1 about 1000 and the
+                # penalty, not the hinge, drove the discriminator)
+                (grad,) = torch.autograd.grad(d_real.mean(dim=(1, 2, 3)).sum(), real, create_graph=True)
                 r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
                 loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
             elif k == 0:
