@@ -1,6 +1,6 @@
 """Adversarial fine-tuning of the tiny generator through its own few-step sampler.
 
-    python -m mirage_gym.training.adversarial --out runs/adversarial [--steps N] [--ship]
+    python -m mirage_gym.training.adversarial --out runs/adversarial [--minutes M] [--export-to DIR]
 
 Why: the generator trained with MSE predicts the conditional mean, and 2-3 Euler steps from
 noise stay near it, so views memory never showed come out as smooth fog. Here the shipped
