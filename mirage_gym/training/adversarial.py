@@ -160,7 +160,8 @@ class AdversarialTrainer:
     # ------------------------------------------------------------------ one step
 
     def batch(self, rng: np.random.Generator):
-        """Conditioning, target and the frame memory + truth make (the discriminator's real)."""
+        """Conditioning and the real latent: the true next latent with remembered cells held as a
+        sample holds them (what the discriminator calls real)."""
         from mirage_gym.training.generator import generator_batch
 
         (_, _, context, memory, mask, memory_depth, camera), target = generator_batch(
