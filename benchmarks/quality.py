@@ -14,6 +14,15 @@ that memory, the latent-resolution copy and the codec leave. Writes PNG strips a
 of one loop of each kind.
 Bars: loops (a), (b) >= 25 dB and (c) >= 22 dB with memory, memory off >= 6 dB lower;
 fidelity >= 22 dB; AbsRel <= 0.15; sharpness >= 0.85; step <= 40 ms.
+
+Structure of what the generator invents (measures fog and noise cannot win; issue 21): views
+the seed frame never showed (under 5% of their pixels covisible with it) and, separately,
+partly covered views (5-80%), scored on their invented pixels against the true render:
+sharpness (Sobel gradient energy relative to the truth's, median), edge-orientation
+histogram distance (KL, with white noise's for the same views) and colour-histogram
+distance (Bhattacharyya). Bars: invented views' sharpness >= 0.7 and orientation distance
+under half of white noise's. ``--compare-to MODEL`` times one world step of both models
+side by side (steps alternated) and prints the ratio.
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode
+from mirage_gym.evaluation import HELD_OUT_SEED, LOOPS, run_episode, seed_covisible
 from mirage_gym.geometry import Action, discrete_to_continuous
-from mirage_gym.metrics import capped_psnr, depth_abs_rel, psnr, sharpness_ratio, ssim
+from mirage_gym.metrics import capped_psnr, depth_abs_rel, psnr, sharpness_ratio, ssim, structure_scores
+
+INVENTED_BELOW = 0.05  # seed-covisible share under which a view counts as invented
+PARTLY_BELOW = 0.8  # ... and under which (at least INVENTED_BELOW) as partly covered
 from mirage_gym.world import World, WorldConfig
 
 
@@ -65,6 +77,55 @@ def frame_scores(episodes) -> dict:
         "sharpness": float(np.nanmedian(sharp)),
         "codec_ceiling_psnr": float(np.mean(ceiling)),  # decoded seed frame vs its true render
     }
+
+
+def structure_report(episodes, fov_deg: float = 90.0) -> dict:
+    """The structure measures over the invented pixels of invented and of partly covered views."""
+    groups = {"invented": [], "partly_covered": []}
+    for ep in episodes:
+        seen = seed_covisible(ep, fov_deg)
+        for t in range(1, ep.rgb.shape[0]):
+            for i in range(ep.rgb.shape[1]):
+                share = float(seen[t, i].mean())
+                if share >= PARTLY_BELOW:
+                    continue
+                group = "invented" if share < INVENTED_BELOW else "partly_covered"
+                groups[group].append(structure_scores(ep.rgb[t, i], ep.true_rgb[t, i], ~seen[t, i]))
+    out = {}
+    for name, scores in groups.items():
+        if not scores:
+            out[name] = {"views": 0}
+            continue
+        out[name] = {
+            "views": len(scores),
+            "sharpness": float(np.nanmedian([s["sharpness"] for s in scores])),
+            "orientation_distance": float(np.nanmean([s["orientation_distance"] for s in scores])),
+            "noise_orientation_distance": float(np.nanmean([s["noise_orientation_distance"] for s in scores])),
+            "color_distance": float(np.nanmean([s["color_distance"] for s in scores])),
+            "pass_rate": float(np.mean([s["passes"] for s in scores])),
+        }
+    return out
+
+
+def step_time_ratio(backend, other, config: WorldConfig, steps: int = 60) -> dict:
+    """Median single-world step time of ``backend`` and ``other``, measured side by side:
+    two worlds on the same scene and actions, stepped alternately (which goes first swaps
+    every step), so the host's state weighs on both alike."""
+    from mirage_gym.scenes import make_scene
+
+    r = make_scene(HELD_OUT_SEED).render(np.eye(4), config.width, config.height)
+    worlds = [World(b, config) for b in (backend, other)]
+    for w in worlds:
+        w.reset(0, r.rgb, r.depth)
+    rng = np.random.default_rng(0)
+    times = [[], []]
+    for k, a in enumerate(rng.choice([Action.TURN_LEFT, Action.TURN_RIGHT, Action.MOVE_FORWARD], steps)):
+        for j in ((0, 1) if k % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            worlds[j].step(discrete_to_continuous(a)[None])
+            times[j].append(time.perf_counter() - start)
+    ms = [1000 * float(np.median(t[4:])) for t in times]
+    return {"model_ms": ms[0], "other_ms": ms[1], "ratio": ms[0] / ms[1]}
 
 
 def step_time_ms(backend, config: WorldConfig, steps: int = 30) -> float:
@@ -103,6 +164,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="outputs/quality", help="folder for PNG strips and mp4s")
     parser.add_argument("--scenes", type=int, default=None)
     parser.add_argument("--sampler-steps", type=int, default=None, help="override the model's sampler steps")
+    parser.add_argument("--compare-to", default=None, help="time one step of this model beside --model's")
     args = parser.parse_args(argv)
 
     from mirage_gym.models import load_backend
@@ -131,7 +193,13 @@ def main(argv=None) -> dict:
     ceiling = [run_episode(backend, seeds, actions, base, truth_fill=True) for actions, _ in LOOPS.values()]
     results["frames"] = {"memory": frame_scores(episodes[True]), "no_memory": frame_scores(episodes[False]),
                          "truth_fill": frame_scores(ceiling)}
+    results["structure"] = {"memory": structure_report(episodes[True], base.fov_deg),
+                            "no_memory": structure_report(episodes[False], base.fov_deg),
+                            "truth_fill": structure_report(ceiling, base.fov_deg)}
     results["step_ms"] = step_time_ms(backend, base)
+    if args.compare_to:
+        results["step_vs_other"] = {"other": args.compare_to,
+                                    **step_time_ratio(backend, load_backend(args.compare_to), base)}
 
     print(f"{'loop':20s} {'PSNR mem':>9s} {'PSNR off':>9s} {'gap':>6s} {'SSIM mem':>9s} {'SSIM off':>9s} {'vs truth':>9s} {'closed':>7s}")
     for name, r in results["loops"].items():
@@ -147,7 +215,17 @@ def main(argv=None) -> dict:
             f"depth AbsRel {f['depth_abs_rel']:.3f}, sharpness {f['sharpness']:.2f}, "
             f"codec ceiling {f['codec_ceiling_psnr']:.2f} dB"
         )
+    print(f"{'structure':22s} {'views':>6s} {'sharpness':>9s} {'orient KL':>9s} {'noise KL':>9s} {'colour':>7s} {'pass':>5s}")
+    for key in ("memory", "no_memory", "truth_fill"):
+        for group, g in results["structure"][key].items():
+            if g["views"]:
+                print(f"{key + ' ' + group:22s} {g['views']:6d} {g['sharpness']:9.2f} {g['orientation_distance']:9.3f} "
+                      f"{g['noise_orientation_distance']:9.3f} {g['color_distance']:7.3f} {g['pass_rate']:5.2f}")
     print(f"one world step at 64x64: {results['step_ms']:.1f} ms (median)")
+    if args.compare_to:
+        r = results["step_vs_other"]
+        print(f"side by side, alternated: {r['model_ms']:.1f} ms vs {r['other_ms']:.1f} ms for {r['other']} "
+              f"(ratio {r['ratio']:.3f})")
     print(f"strips and videos in {out}/")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

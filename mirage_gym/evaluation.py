@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mirage_gym import constants
-from mirage_gym.geometry import Action, discrete_to_continuous, pose_from_state
+from mirage_gym.geometry import Action, discrete_to_continuous, intrinsics_from_fov, pose_from_state
 from mirage_gym.memory import static_keep_mask
 from mirage_gym.scenes import make_scene
 from mirage_gym.world import World, WorldConfig, to_image_tensor
@@ -130,3 +130,37 @@ def run_episode(backend, scene_seeds, actions, config: WorldConfig, seed: int = 
         collision=np.stack(coll),
         seconds_per_step=seconds,
     )
+
+
+def seed_covisible(episode: Episode, fov_deg: float = 90.0, tolerance: float = 0.05) -> np.ndarray:
+    """(T+1, B, H, W) bool: pixels of each true view whose surface the seed frame showed.
+
+    Each pixel's true 3D point (its true depth along its ray) is projected into the seed
+    camera (step 0) and counts as seen when it lands inside the seed frame and is not behind
+    the seed's own surface there (``tolerance`` relative depth, plus 5 cm); sky pixels count
+    when their direction lands on sky in the seed frame. Everything else was invented: no
+    observation backs it, only the generator (and memory of what the generator drew).
+    """
+    t1, b, h, w = episode.true_depth.shape
+    k = intrinsics_from_fov(w, h, fov_deg)
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
+    out = np.zeros((t1, b, h, w), bool)
+    for j in range(b):
+        seed_inv = np.linalg.inv(episode.poses[0, j])
+        seed_depth = episode.true_depth[0, j]
+        for t in range(t1):
+            depth = episode.true_depth[t, j]
+            sky = ~np.isfinite(depth)
+            rel = seed_inv @ episode.poses[t, j]
+            p = (rays * np.where(sky, 1.0, depth)[..., None]) @ rel[:3, :3].T
+            p = p + np.where(sky[..., None], 0.0, rel[:3, 3])  # sky is at infinity: rotation only
+            z = p[..., 2]
+            safe_z = np.where(z > 1e-6, z, 1.0)
+            pu, pv = k[0, 0] * p[..., 0] / safe_z + k[0, 2], k[1, 1] * p[..., 1] / safe_z + k[1, 2]
+            inside = (z > 1e-6) & (pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)
+            seen_depth = seed_depth[np.clip(pv, 0, h - 1).astype(int), np.clip(pu, 0, w - 1).astype(int)]
+            seen_sky = ~np.isfinite(seen_depth)
+            front = np.isfinite(seen_depth) & (z <= np.where(seen_sky, 0.0, seen_depth) * (1 + tolerance) + 0.05)
+            out[t, j] = inside & np.where(sky, seen_sky, front)
+    return out

@@ -1,0 +1,375 @@
+"""Adversarial fine-tuning of the tiny generator through its own few-step sampler.
+
+    python -m mirage_gym.training.adversarial --out runs/adversarial [--minutes M] [--export-to DIR]
+
+Why: the generator trained with MSE predicts the conditional mean, and 2-3 Euler steps from
+noise stay near it, so views memory never showed come out as smooth fog. Here the shipped
+generator is fine-tuned so that what it *samples* looks like a room:
+
+- **through the sampler path**: every step runs the exported sampler (2 Euler steps from
+  noise, remembered cells held as at inference) with gradients, so the loss scores exactly
+  what the env shows;
+- **a patch discriminator** (hinge loss, lazy R1 penalty) on the decoded RGB and depth code,
+  conditioned on the memory mask (which cells memory ruled and which were invented). Its
+  "real" frames are the true latent decoded by the same codec, with remembered cells held
+  the same way, so codec blur and remembered cells give it nothing to judge: only what the
+  generator invented and how it joins memory. Patch logits are weighted toward invented
+  cells;
+- **reconstruction kept where it should rule**: a low-pass latent loss (4x4-cell means,
+  i.e. 16x16-pixel blocks: colour, layout and depth of the room, not its texture) on every
+  cell, and the full-resolution latent MSE of the original training with a small weight,
+  so covered views and the depth scale stay faithful while the adversary supplies detail.
+
+Why adversarial and not distribution matching (DMD): DMD needs a teacher whose samples are
+the target distribution and a second "fake score" network trained online; our teacher *is*
+the foggy MSE model (its many-step samples are not much sharper at this size), and a third
+network forward per step costs CPU we do not have. An adversary trained against true
+renders targets the data directly and costs one small conv net.
+
+Every step draws its randomness from ``(seed, step)`` and checkpoints hold both networks,
+both optimizers and the generator's EMA, so a resumed run continues exactly as an
+uninterrupted one. Losses go to ``adversarial_log.csv`` (``d_real``, ``d_fake``, ``g_adv``,
+``rec_low``, ``rec_full``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mirage_gym.models.sampler import FlowMatchEulerSampler
+
+
+@dataclass
+class AdversarialConfig:
+    """Sizes, weights and budget of the adversarial fine-tuning (defaults: the run reported
+    in ``docs/adversarial.md``)."""
+
+    sequences: int = 800  # training trajectories (seeds from TRAIN_SEED_BASE up, as the shipped model's)
+    length: int = 16
+    steps: int = 6000
+    batch: int = 12
+    sampler_steps: int = 2  # the sampler the exported model runs; training goes through it
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: tuple = (0.0, 0.99)  # GAN-style Adam momentum
+    adv_weight: float = 0.3  # generator's hinge loss weight
+    rec_low_weight: float = 1.0  # 4x4-cell mean latent MSE, every cell
+    rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
+    invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
+    d_width: int = 32
+    spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
+    r1_gamma: float = 1.0  # R1 penalty on real frames' mean logit (lazy, every r1_every steps, as StyleGAN2)
+    r1_every: int = 4
+    d_steps: int = 2  # discriminator updates per generator update (on the same real / fake batch)
+    ema: float = 0.995
+    warmup_d: int = 100  # steps the discriminator trains alone before the generator listens
+    checkpoint_every: int = 100
+    seed: int = 0
+    threads: int = 1
+
+
+class PatchDiscriminator(nn.Module):
+    """A small conv net (optionally spectrally normalised): decoded frame (RGB, depth code, sky),
+    its high-pass detail and the memory mask, (B, 10, 64, 64) -> (B, 1, 16, 16) patch logits,
+    one per latent cell (receptive field about 30 px)."""
+
+    def __init__(self, in_channels: int = 10, width: int = 32, spectral_norm: bool = False):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        w = width
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(in_channels, w, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(w, 2 * w, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(4 * w, 4 * w, 3, 1, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(4 * w, 1, 3, 1, 1)),
+        )
+        # He init for leaky ReLU (torch's default shrinks activations layer by layer: logits of
+        # about 0.003 that took hundreds of steps to grow, while the generator already listened)
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                weight = getattr(m, "parametrizations", None)
+                target = m.parametrizations.weight.original if weight is not None else m.weight
+                nn.init.kaiming_normal_(target, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, decoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``decoded``: the codec's raw 5 channels (RGB and depth code in [-1, 1], sky logit);
+        ``mask`` (B, 1, h, w): cells memory showed."""
+        image = torch.cat([decoded[:, :4], torch.tanh(decoded[:, 4:5])], 1)
+        # the detail each pixel carries beyond its 3x3 mean (RGB and depth code), amplified: fog has
+        # none; given outright, the net need not first learn to find it (it stayed at chance without)
+        detail = 4 * (decoded[:, :4] - F.avg_pool2d(decoded[:, :4], 3, 1, 1, count_include_pad=False))
+        return self.net(torch.cat([image, detail, F.interpolate(mask, size=decoded.shape[-2:])], 1))
+
+
+def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (x * weight).sum() / weight.sum().clamp(min=1e-6)
+
+
+class AdversarialTrainer:
+    """Holds the networks, optimizers and EMA; :meth:`train_step` is one G and D update.
+
+    Args:
+        generator: a :class:`~mirage_gym.models.generator.LatentGenerator` (fine-tuned in place).
+        codec: the frozen :class:`~mirage_gym.models.codec.RGBDCodec` decoding samples.
+        samples: :class:`~mirage_gym.training.generator.GeneratorSamples`.
+        out: folder of the checkpoint ``adversarial.ckpt`` and log ``adversarial_log.csv``.
+    """
+
+    def __init__(self, generator, codec, samples, out: Path, cfg: AdversarialConfig):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.cfg, self.out = cfg, Path(out)
+        self.generator, self.codec, self.samples = generator, codec, samples
+        for p in codec.parameters():
+            p.requires_grad_(False)
+        codec.eval()
+        torch.manual_seed(cfg.seed)
+        self.discriminator = PatchDiscriminator(width=cfg.d_width, spectral_norm=cfg.spectral_norm)
+        self.ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        self.sampler = FlowMatchEulerSampler(cfg.sampler_steps)
+        self.train_sigmas = FlowMatchEulerSampler(3).sigmas()[:-1]  # generator_batch draws these; unused here
+        self.step = 0
+        self.seconds = 0.0
+        self.ckpt_path = self.out / "adversarial.ckpt"
+        self.log_path = self.out / "adversarial_log.csv"
+        self._rows: list[dict] = []
+        if self.ckpt_path.exists():
+            state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+            generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.step, self.seconds = int(state["step"]), float(state["seconds"])
+
+    # ------------------------------------------------------------------ one step
+
+    def batch(self, rng: np.random.Generator):
+        """Conditioning and the real latent: the true next latent with remembered cells held as a
+        sample holds them (what the discriminator calls real)."""
+        from mirage_gym.training.generator import generator_batch
+
+        (_, _, context, memory, mask, memory_depth, camera), target = generator_batch(
+            self.samples, rng, self.cfg.batch, self.train_sigmas)
+        real = torch.where(mask > 0, memory, target)  # remembered cells held, as in a sample
+        return (context, memory, mask, memory_depth, camera), real
+
+    def sample(self, generator, cond, noise: torch.Tensor) -> torch.Tensor:
+        """The exported sampler's output, with gradients: Euler steps from ``noise``,
+        remembered cells held (``hold_memory``)."""
+        context, memory, mask, memory_depth, camera = cond
+
+        def predict(x, sigma):
+            return generator.predict_x0(x, sigma, context, memory, mask, memory_depth, camera)
+
+        return self.sampler.sample(predict, noise, known=memory, known_mask=mask)
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+        rng = np.random.default_rng([cfg.seed, self.step])
+        cond, real_latent = self.batch(rng)
+        mask = cond[2]
+        patch_weight = cfg.invented_weight * (1 - mask) + 0.1 * mask
+        noise = torch.randn_like(real_latent)
+        self.generator.train()
+        fake_latent = self.sample(self.generator, cond, noise)
+        real = self.codec.decode_raw(real_latent).detach()
+        fake = self.codec.decode_raw(fake_latent)
+
+        # discriminator: hinge loss, real = the true latent decoded by the same codec; lazy R1
+        for k in range(cfg.d_steps):
+            r1_step = k == 0 and cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0
+            real.requires_grad_(r1_step)
+            d_real = self.discriminator(real, mask)
+            d_fake = self.discriminator(fake.detach(), mask)
+            loss_d_real = _weighted_mean(F.relu(1 - d_real), patch_weight)
+            loss_d_fake = _weighted_mean(F.relu(1 + d_fake), patch_weight)
+            loss_d = loss_d_real + loss_d_fake
+            if r1_step:
+                # of each frame's mean logit (summed patch logits made R1 about 1000 and the
+                # penalty, not the hinge, drove the discriminator)
+                (grad,) = torch.autograd.grad(d_real.mean(dim=(1, 2, 3)).sum(), real, create_graph=True)
+                r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+                loss_d = loss_d + 0.5 * cfg.r1_gamma * cfg.r1_every * r1
+            elif k == 0:
+                r1 = torch.zeros(())
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        real = real.detach()
+        with torch.no_grad():  # how far apart D holds real and fake on invented cells, after its update
+            inv = (1 - mask) > 0
+            gap = float(self.discriminator(real, mask)[inv].mean() - self.discriminator(fake.detach(), mask)[inv].mean()) \
+                if inv.any() else 0.0
+
+        # generator: hinge adversarial loss + low-pass and (small) full reconstruction
+        err = (fake_latent - real_latent) ** 2
+        rec_low = F.mse_loss(F.avg_pool2d(fake_latent, 4), F.avg_pool2d(real_latent, 4))
+        invented = 1 - mask
+        rec_full = (err * invented).sum() / (invented.sum() * err.shape[1]).clamp(min=1)
+        for p in self.discriminator.parameters():
+            p.requires_grad_(False)
+        g_adv = -_weighted_mean(self.discriminator(fake, mask), patch_weight)
+        for p in self.discriminator.parameters():
+            p.requires_grad_(True)
+        adv_on = 1.0 if self.step >= cfg.warmup_d else 0.0
+        total = cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + adv_on * cfg.adv_weight * g_adv
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.generator.parameters(), 1.0)
+        self.opt_g.step()
+        self.ema.update_parameters(self.generator)
+        self.step += 1
+        with torch.no_grad():  # detail the sample carries: latent std over invented cells, fake vs real
+            def spread(x):
+                hp = x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2)
+                return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
+            detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
+        losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
+                  "rec_full": rec_full, "total": total, "r1": r1}
+        return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
+
+    # ------------------------------------------------------------------ run, save
+
+    def run(self, steps: int | None = None, progress: bool = True, deadline: float | None = None) -> None:
+        """Train until ``steps`` (default ``cfg.steps``) or the wall-clock ``deadline``
+        (``time.time()``), checkpointing every ``checkpoint_every`` steps and at the end."""
+        from tqdm import tqdm
+
+        steps = self.cfg.steps if steps is None else steps
+        bar = tqdm(total=steps, initial=self.step, desc="adversarial", disable=not progress)
+        start = time.perf_counter() - self.seconds
+        while self.step < steps and (deadline is None or time.time() < deadline):
+            row = {"step": self.step + 1}
+            losses = self.train_step()
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            row.update({k: round(v, 5) for k, v in losses.items()})
+            self._rows.append(row)
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix({k: row[k] for k in ("d_real", "d_fake", "g_adv", "rec_low")})
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.seconds = time.perf_counter() - start
+                self.checkpoint()
+        self.seconds = time.perf_counter() - start
+        self.checkpoint()
+        bar.close()
+
+    def checkpoint(self) -> None:
+        """Write the checkpoint atomically and append the pending log rows."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                 "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                 "step": self.step, "seconds": self.seconds}
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_path)
+        if self._rows:
+            new = not self.log_path.exists()
+            with self.log_path.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
+                if new:
+                    writer.writeheader()
+                writer.writerows(self._rows)
+            self._rows = []
+
+    def ema_generator(self):
+        """A copy of the generator carrying the EMA weights (what is exported)."""
+        return copy.deepcopy(self.ema.module).eval()
+
+
+def load_samples(out: Path, cfg: AdversarialConfig, codec, progress: bool = True):
+    """Render the training trajectories and build generator samples once (cached in ``out``)."""
+    from mirage_gym.training import TRAIN_SEED_BASE
+    from mirage_gym.training.data import render_sequences
+    from mirage_gym.training.generator import GeneratorSamples, build_samples
+
+    path = out / "samples.pt"
+    if path.exists():
+        return GeneratorSamples(**torch.load(path, weights_only=True))
+    data = render_sequences(range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + cfg.sequences), length=cfg.length,
+                            seed=cfg.seed, progress=progress)
+    samples = build_samples(codec, data, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(asdict(samples), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return samples
+
+
+def train_adversarial(out: str | Path, cfg: AdversarialConfig | None = None, model: str | Path = "tiny",
+                      progress: bool = True, deadline: float | None = None) -> Path:
+    """Fine-tune ``model``'s generator (default: the shipped weights); returns the exported
+    model directory ``out/model`` (EMA weights, ``cfg.sampler_steps`` sampler steps)."""
+    from mirage_gym.models.backend import LatentWorldModel, load_backend
+
+    cfg = cfg or AdversarialConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    (out / "adversarial_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    base = load_backend(model)
+    samples = load_samples(out, cfg, base.codec, progress)
+    trainer = AdversarialTrainer(base.generator, base.codec, samples, out, cfg)
+    trainer.run(progress=progress, deadline=deadline)
+    model_dir = out / "model"
+    exported = FlowMatchEulerSampler(cfg.sampler_steps, base.sampler.shift)
+    LatentWorldModel(base.codec, trainer.ema_generator(), exported, hold_memory=True).save_pretrained(model_dir)
+    return model_dir
+
+
+def export_checkpoint(out: str | Path, dest: str | Path | None = None, model: str | Path = "tiny",
+                      sampler_steps: int | None = None) -> Path:
+    """Export the EMA generator of ``out``'s checkpoint (as it stands, e.g. while a run goes on)
+    with ``model``'s codec to ``dest`` (default ``out/model``)."""
+    from mirage_gym.models.backend import LatentWorldModel, load_backend
+    from torch.optim.swa_utils import AveragedModel
+
+    out = Path(out)
+    base = load_backend(model)
+    state = torch.load(out / "adversarial.ckpt", map_location="cpu", weights_only=True)
+    ema = AveragedModel(base.generator)
+    ema.load_state_dict(state["ema"])
+    steps = sampler_steps or json.loads((out / "adversarial_config.json").read_text())["sampler_steps"]
+    dest = Path(dest) if dest is not None else out / "model"
+    exported = FlowMatchEulerSampler(steps, base.sampler.shift)
+    LatentWorldModel(base.codec, ema.module.eval(), exported, hold_memory=True).save_pretrained(dest)
+    return dest
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default="tiny", help="the model whose generator is fine-tuned")
+    parser.add_argument("--minutes", type=float, default=None, help="stop (checkpointed, exportable) after this")
+    parser.add_argument("--export-to", default=None, help="only export the checkpoint's EMA generator to this folder")
+    defaults = AdversarialConfig()
+    for name, value in asdict(defaults).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
+    args = parser.parse_args(argv)
+    if args.export_to:
+        print(f"model: {export_checkpoint(args.out, args.export_to, args.model)}")
+        return
+    cfg = AdversarialConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
+    deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+    print(f"model: {train_adversarial(args.out, cfg, args.model, deadline=deadline)}")
+
+
+if __name__ == "__main__":
+    main()
