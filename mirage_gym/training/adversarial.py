@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mirage_gym.models.sampler import FlowMatchEulerSampler
+from mirage_gym.training.loop import save_checkpoint
 
 
 @dataclass
@@ -273,21 +273,11 @@ class AdversarialTrainer:
 
     def checkpoint(self) -> None:
         """Write the checkpoint atomically and append the pending log rows."""
-        self.out.mkdir(parents=True, exist_ok=True)
         state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                  "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                  "step": self.step, "seconds": self.seconds}
-        tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt_path)
-        if self._rows:
-            new = not self.log_path.exists()
-            with self.log_path.open("a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-                if new:
-                    writer.writeheader()
-                writer.writerows(self._rows)
-            self._rows = []
+        save_checkpoint(self.ckpt_path, state, self.log_path, self._rows)
+        self._rows = []
 
     def ema_generator(self):
         """A copy of the generator carrying the EMA weights (what is exported)."""

@@ -85,18 +85,24 @@ class TrainLoop:
 
     def checkpoint(self) -> None:
         """Write the checkpoint atomically and append the pending log rows."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_path.with_suffix(".tmp")
         self._elapsed = time.perf_counter() - self._start
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "seconds": self._elapsed}
-        torch.save(state, tmp)
-        tmp.replace(self.ckpt_path)
-        if self._rows:
-            new = not self.log_path.exists()
-            with self.log_path.open("a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-                if new:
-                    writer.writeheader()
-                writer.writerows(self._rows)
-            self._rows = []
+        save_checkpoint(self.ckpt_path, state, self.log_path, self._rows)
+        self._rows = []
+
+
+def save_checkpoint(path: Path, state: dict, log_path: Path, rows: list[dict]) -> None:
+    """Write ``state`` to ``path`` atomically (a killed run leaves the previous checkpoint),
+    then append ``rows`` to the CSV log (its header written with the first rows)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    if rows:
+        new = not log_path.exists()
+        with log_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
