@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/data/record_rollout.py
 
-writes ``tests/data/rollout_tiny.npz``: the uint8 frames of a short rollout of the shipped
-tiny model (a single env, and a vector env of two worlds, so that both the one-world and
+writes ``tests/data/rollout_tiny.json``: the SHA-256 of every uint8 frame of a short rollout
+of the shipped tiny model (text, not a binary copy of the frames) (a single env, and a vector env of two worlds, so that both the one-world and
 the batched memory paths are pinned). Re-record it, with this one command, only when the
 shipped weights or the world's behaviour are meant to change; a refactor must leave the
 frames identical.
@@ -11,11 +11,13 @@ frames identical.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-FIXTURE = Path(__file__).with_name("rollout_tiny.npz")
+FIXTURE = Path(__file__).with_name("rollout_tiny.json")
 SEED = 7
 # forward, a full turn (24 x 15 degrees: back to a pose seen before), strafes, looks, back
 ACTIONS = [0, 0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 2, 3, 6, 7, 1, 1, 8]
@@ -46,7 +48,14 @@ def rollout() -> dict[str, np.ndarray]:
     return {"single": np.stack(single), "vector": np.stack(vector)}
 
 
+def fingerprint(frames: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Shape, dtype and one SHA-256 per step of each rollout (equal hashes: identical frames)."""
+    return {name: {"shape": list(v.shape), "dtype": str(v.dtype),
+                   "sha256": [hashlib.sha256(np.ascontiguousarray(step).tobytes()).hexdigest() for step in v]}
+            for name, v in frames.items()}
+
+
 if __name__ == "__main__":
     frames = rollout()
-    np.savez_compressed(FIXTURE, **frames)
-    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes): " + ", ".join(f"{k} {v.shape}" for k, v in frames.items()))
+    FIXTURE.write_text(json.dumps(fingerprint(frames), indent=1) + "\n")
+    print(f"wrote {FIXTURE}: " + ", ".join(f"{k} {v.shape}" for k, v in frames.items()))
