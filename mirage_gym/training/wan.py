@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mirage_gym import constants
+
 STAGES = ("vace", "lora")
 CHECKPOINTS = "checkpoints"
 LOG = "train_log.jsonl"
@@ -91,8 +93,15 @@ class ClipSamples:
 
 
 def latent_frame_indices(frames: int, temporal: int) -> np.ndarray:
-    """The video frame each latent frame stands for: 0, then the last of each chunk."""
+    """The video frame each latent frame of a ``frames``-long clip stands for: 0, then the
+    last of each whole chunk (a trailing partial chunk is cut)."""
     return np.concatenate([[0], np.arange(temporal, frames, temporal)])
+
+
+def context_window(end: int, frames: int) -> list[int]:
+    """Latent frames ``end - frames .. end - 1``, frame 0 repeated before the clip starts (as
+    a world's window holds the seed after a reset)."""
+    return [max(0, j) for j in range(end - frames, end)]
 
 
 def _remember(memory, clip, frame: int, latent: torch.Tensor, far: float, readout=None) -> None:
@@ -110,17 +119,16 @@ def _remember(memory, clip, frame: int, latent: torch.Tensor, far: float, readou
 
 
 @torch.no_grad()
-def clip_samples(clip, codec, grid: tuple[int, int], far: float = 50.0) -> ClipSamples:
+def clip_samples(clip, codec, grid: tuple[int, int], far: float = constants.FAR) -> ClipSamples:
     """Encode a clip and read the memory each target latent frame would see in the world."""
     from mirage_gym.memory import LatentSpatialMemory
 
-    t = len(clip)
-    usable = 1 + (t - 1) // codec.frames_per_latent * codec.frames_per_latent
+    picks = latent_frame_indices(len(clip), codec.frames_per_latent)
+    usable = int(picks[-1]) + 1  # whole latent frames: 1 + 4n video frames
     video = torch.as_tensor(clip.frames[:usable]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     raw = codec.vae.encode(video.to(codec.device, codec.vae.dtype)).latent_dist.mode().float()
     latents = ((raw - codec.mean.to(raw.device)[..., None]) / codec.std.to(raw.device)[..., None])[0].transpose(0, 1)
     latents = latents.cpu()
-    picks = latent_frame_indices(usable, codec.frames_per_latent)
     memory = LatentSpatialMemory(latents.shape[1], far=far, device="cpu")
     height, width = clip.frames.shape[1:3]
     reads = []
@@ -136,7 +144,7 @@ def clip_samples(clip, codec, grid: tuple[int, int], far: float = 50.0) -> ClipS
 
 
 @torch.no_grad()
-def seen_in(clip, frames: list[int], target: int, grid: tuple[int, int], far: float = 50.0) -> torch.Tensor:
+def seen_in(clip, frames: list[int], target: int, grid: tuple[int, int], far: float = constants.FAR) -> torch.Tensor:
     """(h, w) bool: the target video frame's latent cells that video ``frames`` show (the part
     of a view that context frames alone could supply)."""
     from mirage_gym.memory import LatentSpatialMemory
@@ -200,7 +208,7 @@ def draw_batch(clips: list[ClipSamples], generator: torch.Generator, batch: int,
         if detour_prob > 0 and float(torch.rand(1, generator=generator)) < detour_prob and k > 1:
             gap = 1 + int(torch.randint(min(max_detour, k - 1), (1,), generator=generator))
         end = k - gap  # the context is frames end-K .. end-1
-        window = [max(0, j) for j in range(end - context_frames, end)]
+        window = context_window(end, context_frames)
         rows.append((clip.latents[window], clip.latents[k], clip.memory[k - 1], clip.mask[k - 1],
                      clip.memory_depth[k - 1], clip.camera(end - 1, k).float()))
     context, x0, memory, mask, memory_depth, camera = (torch.stack(t) for t in zip(*rows))
@@ -394,11 +402,10 @@ def evaluate_addon(base: str | Path, data: str | Path, addon: str | Path | None 
     for d in tqdm(dirs, desc="evaluating", disable=not progress):
         clip = read_clip(d)
         samples = clip_samples(clip, codec, grid)
-        picks = latent_frame_indices(1 + (len(clip) - 1) // codec.frames_per_latent * codec.frames_per_latent,
-                                     codec.frames_per_latent)
+        picks = latent_frame_indices(len(clip), codec.frames_per_latent)
         for k in range(1 + detour, len(samples.latents)):
             end = k - detour
-            window = [max(0, j) for j in range(end - world_model.context_frames, end)]
+            window = context_window(end, world_model.context_frames)
             noise = torch.randn(samples.latents[k].shape, generator=generator)[None]
             memory, mask, depth = samples.memory[k - 1], samples.mask[k - 1], samples.memory_depth[k - 1]
             shown = (torch.zeros_like(memory), torch.zeros_like(mask), torch.full_like(depth, float("inf"))) \
