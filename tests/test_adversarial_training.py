@@ -77,3 +77,18 @@ def test_discriminator_scores_a_patch_per_latent_cell():
     d = PatchDiscriminator(width=4)
     logits = d(torch.zeros(2, 5, 64, 64), torch.ones(2, 1, 16, 16))
     assert logits.shape == (2, 1, 16, 16)
+
+
+def test_depth_error_scores_invented_surface_only(toy, tmp_path):
+    trainer = _trainer(toy, tmp_path, depth_pool=2)
+    real = torch.zeros(1, 5, 64, 64)
+    real[:, 4, :, 32:] = 5.0  # the right half is sky
+    invented = torch.zeros(1, 1, 16, 16)
+    invented[..., :8, :] = 1  # the top half was invented, the bottom held from memory
+    assert float(trainer.depth_error(real.clone(), real, invented)) == 0.0
+    off = real.clone()
+    off[:, 3, 32:] += 0.5  # wrong depth where memory ruled ...
+    off[:, 3, :32, 32:] += 0.5  # ... and under the sky
+    assert float(trainer.depth_error(off, real, invented)) == 0.0
+    off[:, 3, :32, :32] += 0.2  # wrong depth on invented surface: the mean error there
+    assert float(trainer.depth_error(off, real, invented)) == pytest.approx(0.2)
