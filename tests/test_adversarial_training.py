@@ -2,13 +2,14 @@
 uninterrupted one, a seed fixes the result, and the export loads and drives a world."""
 
 import csv
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from mirage_gym.models import LatentWorldModel
-from mirage_gym.models.codec import new_codec
+from mirage_gym.models.codec import DEPTH_FAR, DEPTH_NEAR, new_codec
 from mirage_gym.scenes import make_scene
 from mirage_gym.training import TRAIN_SEED_BASE
 from mirage_gym.training.adversarial import AdversarialConfig, AdversarialTrainer, PatchDiscriminator
@@ -90,5 +91,22 @@ def test_depth_error_scores_invented_surface_only(toy, tmp_path):
     off[:, 3, 32:] += 0.5  # wrong depth where memory ruled ...
     off[:, 3, :32, 32:] += 0.5  # ... and under the sky
     assert float(trainer.depth_error(off, real, invented)) == 0.0
-    off[:, 3, :32, :32] += 0.2  # wrong depth on invented surface: the mean error there
-    assert float(trainer.depth_error(off, real, invented)) == pytest.approx(0.2)
+    off[:, 3, :32, :32] += 0.2  # depth too far on invented surface: its relative error
+    too_far = float(trainer.depth_error(off, real, invented))
+    assert too_far == pytest.approx(math.exp(0.1 * math.log(DEPTH_FAR / DEPTH_NEAR)) - 1, rel=1e-4)
+    off[:, 3, :32, :32] -= 0.4  # as far too near: a smaller error, as AbsRel counts it
+    assert float(trainer.depth_error(off, real, invented)) == pytest.approx(1 - math.exp(-0.1 * math.log(DEPTH_FAR / DEPTH_NEAR)), rel=1e-4)
+
+
+def test_model_card_gives_one_command_per_run():
+    from dataclasses import asdict
+
+    from mirage_gym.training.adversarial import model_card
+
+    first = {"from_step": 0, "model": "tiny", **asdict(AdversarialConfig())}
+    second = {**first, "from_step": 1270, "depth_weight": 1.0, "rec_full_weight": 0.3, "threads": 2}
+    card = model_card([first, second], steps=2000)
+    commands = [line for line in card.splitlines() if line.startswith("python -m mirage_gym.training.adversarial")]
+    assert commands[0].endswith("--model runs/tiny/model --steps 1270")  # defaults: no flags
+    assert commands[1].endswith("--steps 2000 --rec-full-weight 0.3 --depth-weight 1.0")  # threads change nothing
+    assert commands[2].endswith("--ship")

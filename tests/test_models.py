@@ -215,6 +215,8 @@ def test_save_load_round_trip(model, tmp_path):
     mask = torch.ones(1, 1, 16, 16)
     args = (x[:, None], x, mask, torch.full_like(mask, 3.0), torch.eye(4)[None], torch.randn_like(x))
     assert torch.equal(model.generate(*args), again.generate(*args))
+    for name in ("codec/config.json", "transformer/config.json"):  # configs as shipped: no local path recorded
+        assert (tmp_path / "m" / name).read_text() == (shipped_model_path() / name).read_text()
 
 
 def test_missing_or_corrupt_weights_raise_clear_errors(tmp_path):

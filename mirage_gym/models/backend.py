@@ -41,6 +41,16 @@ class ModelLoadError(ValueError):
     """A model directory is missing, incomplete, corrupt or of another format."""
 
 
+def _save_diffusers(model, folder: Path) -> None:
+    """``model.save_pretrained(folder)`` without the ``_name_or_path`` diffusers records for a
+    model loaded from disk: a saved model must not carry this machine's paths."""
+    model.save_pretrained(folder)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 class LatentWorldModel(torch.nn.Module):
     """Implements the world core's ``WorldBackend`` protocol with trained networks."""
 
@@ -93,10 +103,10 @@ class LatentWorldModel(torch.nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.codec.autoencoder.save_pretrained(path / "codec")
+        _save_diffusers(self.codec.autoencoder, path / "codec")
         codec_state = self.codec.state_dict()
         save_file({k: codec_state[k].contiguous() for k in EMBEDDING_KEYS}, path / EMBEDDING_FILE)
-        self.generator.transformer.save_pretrained(path / "transformer")
+        _save_diffusers(self.generator.transformer, path / "transformer")
         save_file({k: v.contiguous() for k, v in self.generator.camera_tokens.state_dict().items()}, path / CAMERA_FILE)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -107,7 +117,7 @@ class LatentWorldModel(torch.nn.Module):
             "sampler": {"steps": self.sampler.steps, "shift": self.sampler.shift, "hold_memory": self.hold_memory},
             "files": {name: file_sha256(path / name) for name in MODEL_FILES},
         }
-        (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", sampler_steps: int | None = None):

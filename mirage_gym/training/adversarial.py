@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mirage_gym.models.codec import DEPTH_FAR, DEPTH_NEAR
 from mirage_gym.models.sampler import FlowMatchEulerSampler
 from mirage_gym.training.loop import save_checkpoint
 
@@ -67,8 +70,8 @@ class AdversarialConfig:
     rec_low_weight: float = 1.0  # 4x4-cell mean latent MSE, every cell
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
-    depth_weight: float = 0.0  # L1 of the decoded log-depth code against the real frame's, invented surface pixels
-    depth_pool: int = 2  # ... of depth_pool x depth_pool pixel means (low-passed: the layout, not its detail)
+    depth_weight: float = 0.0  # relative error of the decoded depth against the real frame's, invented surface pixels
+    depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
     r1_gamma: float = 1.0  # R1 penalty on real frames' mean logit (lazy, every r1_every steps, as StyleGAN2)
@@ -250,16 +253,20 @@ class AdversarialTrainer:
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     def depth_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
-        """Mean L1 of the decoded depth code (log depth, so relative error as AbsRel counts it)
-        over ``depth_pool``-pixel blocks, on invented pixels the real frame shows as surface. Why: the
+        """Relative depth error |d - d_real| / d_real (what AbsRel counts) of the decoded depth,
+        over ``depth_pool``-pixel means of the depth code, on invented pixels the real frame
+        shows as surface (remembered cells are held and decode to the real depth). Why: the
         sampler's noise makes invented depth vary from sample to sample, and the MSE-trained
-        generator's depth is the mean of latents, not the depth that errs least; this scores
-        the sampled depth itself."""
+        generator's depth is the mean of latents, not the depth that errs least; and since an
+        over-estimate costs more than an under-estimate, under doubt the best guess sits
+        nearer than the median."""
         k = self.cfg.depth_pool
-        # invented cells (remembered ones are held and decode to the real depth), sky excluded
         weight = (real[:, 4:5] <= 0).float() * F.interpolate(invented, size=real.shape[-2:])
-        diff = F.avg_pool2d((fake[:, 3:4] - real[:, 3:4]) * weight, k)
-        return diff.abs().sum() / F.avg_pool2d(weight, k).sum().clamp(min=1e-6)
+        codes = [F.avg_pool2d(x[:, 3:4].clamp(-1, 1), k) for x in (fake, real)]
+        # depth code in [-1, 1] is log depth from DEPTH_NEAR to DEPTH_FAR: a ratio of depths
+        ratio = torch.exp((codes[0] - codes[1]) * (0.5 * math.log(DEPTH_FAR / DEPTH_NEAR)))
+        weight = F.avg_pool2d(weight, k)
+        return ((ratio - 1).abs() * weight).sum() / weight.sum().clamp(min=1e-6)
 
     # ------------------------------------------------------------------ run, save
 
@@ -322,7 +329,7 @@ def train_adversarial(out: str | Path, cfg: AdversarialConfig | None = None, mod
                       progress: bool = True, deadline: float | None = None) -> Path:
     """Fine-tune ``model``'s generator (default: the shipped weights); returns the exported
     model directory ``out/model`` (EMA weights, ``cfg.sampler_steps`` sampler steps)."""
-    from mirage_gym.models.backend import LatentWorldModel, load_backend
+    from mirage_gym.models.backend import load_backend
 
     cfg = cfg or AdversarialConfig()
     out = Path(out)
@@ -333,19 +340,16 @@ def train_adversarial(out: str | Path, cfg: AdversarialConfig | None = None, mod
     samples = load_samples(out, cfg, base.codec, progress)
     trainer = AdversarialTrainer(base.generator, base.codec, samples, out, cfg)
     with (out / "adversarial_runs.jsonl").open("a") as runs:  # a resume may change the config: keep each
-        runs.write(json.dumps({"from_step": trainer.step, **asdict(cfg)}) + "\n")
+        runs.write(json.dumps({"from_step": trainer.step, "model": str(model), **asdict(cfg)}) + "\n")
     trainer.run(progress=progress, deadline=deadline)
-    model_dir = out / "model"
-    exported = FlowMatchEulerSampler(cfg.sampler_steps, base.sampler.shift)
-    LatentWorldModel(base.codec, trainer.ema_generator(), exported, hold_memory=True).save_pretrained(model_dir)
-    return model_dir
+    return _export(base, trainer.ema_generator(), cfg.sampler_steps, out, out / "model")
 
 
 def export_checkpoint(out: str | Path, dest: str | Path | None = None, model: str | Path = "tiny",
                       sampler_steps: int | None = None) -> Path:
     """Export the EMA generator of ``out``'s checkpoint (as it stands, e.g. while a run goes on)
     with ``model``'s codec to ``dest`` (default ``out/model``)."""
-    from mirage_gym.models.backend import LatentWorldModel, load_backend
+    from mirage_gym.models.backend import load_backend
     from torch.optim.swa_utils import AveragedModel
 
     out = Path(out)
@@ -354,10 +358,68 @@ def export_checkpoint(out: str | Path, dest: str | Path | None = None, model: st
     ema = AveragedModel(base.generator)
     ema.load_state_dict(state["ema"])
     steps = sampler_steps or json.loads((out / "adversarial_config.json").read_text())["sampler_steps"]
-    dest = Path(dest) if dest is not None else out / "model"
-    exported = FlowMatchEulerSampler(steps, base.sampler.shift)
-    LatentWorldModel(base.codec, ema.module.eval(), exported, hold_memory=True).save_pretrained(dest)
+    return _export(base, ema.module.eval(), steps, out, Path(dest) if dest is not None else out / "model")
+
+
+def _export(base, generator, sampler_steps: int, out: Path, dest: Path) -> Path:
+    """``base``'s codec with the fine-tuned ``generator``, and beside the weights the runs that
+    made them (``adversarial_runs.jsonl``) and a README with the commands that remake them."""
+    from mirage_gym.models.backend import LatentWorldModel
+
+    exported = FlowMatchEulerSampler(sampler_steps, base.sampler.shift)
+    LatentWorldModel(base.codec, generator, exported, hold_memory=True).save_pretrained(dest)
+    runs_path = out / "adversarial_runs.jsonl"
+    if runs_path.exists():
+        runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
+        (dest / "adversarial_runs.jsonl").write_text(runs_path.read_text())
+        (dest / "README.md").write_text(model_card(runs, _last_logged_step(out / "adversarial_log.csv")))
     return dest
+
+
+def _last_logged_step(log: Path) -> int:
+    return int(log.read_text().strip().splitlines()[-1].split(",")[0]) if log.exists() else 0
+
+
+_NOT_WEIGHTS = ("steps", "threads", "checkpoint_every")  # settings that do not change the weights
+
+
+def _is_flag(value) -> bool:
+    """Config fields the command line sets (numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def model_card(runs: list[dict], steps: int) -> str:
+    """The README of fine-tuned weights: the base model and one command per run (a resume that
+    changed the configuration is a new run, from the step it started at)."""
+    defaults = asdict(AdversarialConfig())
+    lines = []
+    for k, run in enumerate(runs):
+        until = runs[k + 1]["from_step"] if k + 1 < len(runs) else steps
+        flags = "".join(f" --{name.replace('_', '-')} {run[name]}" for name, value in defaults.items()
+                        if _is_flag(value) and run.get(name, value) != value and name not in _NOT_WEIGHTS)
+        lines.append(f"python -m mirage_gym.training.adversarial --out runs/adversarial --model {run.get('model', 'tiny')}"
+                     f" --steps {until}{flags}")
+    commands = "\n".join(lines)
+    return f"""# The embedded default world model ("tiny"), adversarially fine-tuned
+
+The tiny world model of `mirage-gym train tiny` (codec and generator trained with MSE on
+procedural scenes), whose generator was then fine-tuned through its own {runs[-1]["sampler_steps"]}-step sampler
+against a patch discriminator so that views memory never showed are drawn with structure
+instead of fog (`mirage_gym/training/adversarial.py`; what it changes and the measurements:
+`docs/adversarial.md`). The codec is unchanged. Every step draws its randomness from
+(seed, step), so the same commands give the same weights.
+
+Reproduce (CPU, one thread; each command resumes the checkpoint of the one before):
+
+```bash
+mirage-gym train tiny --out runs/tiny --threads 1
+{commands.replace("--model tiny", "--model runs/tiny/model")}
+python -m mirage_gym.training.adversarial --out runs/adversarial --model runs/tiny/model --ship
+```
+
+`adversarial_runs.jsonl` holds each run's whole configuration; the losses of every step are
+logged to `runs/adversarial/adversarial_log.csv`. {steps} steps in all.
+"""
 
 
 def main(argv=None) -> None:
@@ -366,13 +428,22 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="tiny", help="the model whose generator is fine-tuned")
     parser.add_argument("--minutes", type=float, default=None, help="stop (checkpointed, exportable) after this")
     parser.add_argument("--export-to", default=None, help="only export the checkpoint's EMA generator to this folder")
+    parser.add_argument("--ship", action="store_true",
+                        help="only export the checkpoint's EMA generator as the shipped default model")
     defaults = AdversarialConfig()
     for name, value in asdict(defaults).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _is_flag(value):
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
     args = parser.parse_args(argv)
-    if args.export_to:
-        print(f"model: {export_checkpoint(args.out, args.export_to, args.model)}")
+    if args.export_to or args.ship:
+        dest = export_checkpoint(args.out, args.export_to or Path(args.out) / "model", args.model)
+        if args.ship:
+            from mirage_gym.models import shipped_model_path
+
+            shutil.rmtree(shipped_model_path())
+            shutil.copytree(dest, shipped_model_path())
+            dest = shipped_model_path()
+        print(f"model: {dest}")
         return
     cfg = AdversarialConfig(**{k: getattr(args, k) for k in asdict(defaults) if hasattr(args, k)})
     deadline = None if args.minutes is None else time.time() + 60 * args.minutes
