@@ -110,3 +110,21 @@ def test_model_card_gives_one_command_per_run():
     assert commands[0].endswith("--model runs/tiny/model --steps 1270")  # defaults: no flags
     assert commands[1].endswith("--steps 2000 --rec-full-weight 0.3 --depth-weight 1.0")  # threads change nothing
     assert commands[2].endswith("--ship")
+
+
+def test_diversity_compares_two_noises_away_from_memory():
+    fake = torch.zeros(4, 2, 8, 8)  # pairs = 2: samples 2, 3 repeat the conditions of 0, 1
+    invented = torch.zeros(4, 1, 8, 8)
+    invented[:, :, :, 5:] = 1  # a 3-cell strip at the right edge: its two inner columns lie away from memory
+    fake[2, :, :, 4] = 7.0  # a difference on a remembered cell ...
+    fake[2, :, :, 5] = 7.0  # ... and on the strip's cells next to memory: neither counts
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=2)) == 0.0
+    fake[2, :, :, 6:] = 1.0  # the inner cells of sample 0 differ by 1 from its repeat; sample 1's not at all
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=2)) == pytest.approx(0.5)
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=0)) == 0.0
+
+
+def test_diversity_step_runs_with_paired_noises(toy, tmp_path):
+    trainer = _trainer(toy, tmp_path, batch=4, diversity_weight=1.0)
+    losses = trainer.train_step()
+    assert np.isfinite(losses["diversity"]) and losses["diversity"] > 0  # other noise, other sample

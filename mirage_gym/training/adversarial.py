@@ -71,6 +71,8 @@ class AdversarialConfig:
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     depth_weight: float = 0.0  # relative error of the decoded depth against the real frame's, invented surface pixels
+    diversity_weight: float = 0.0  # hinge on how far two noises' samples of one condition differ, invented cells away from memory
+    diversity_target: float = 0.5  # ... mean absolute latent difference asked for
     depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
@@ -189,6 +191,10 @@ class AdversarialTrainer:
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)
         rng = np.random.default_rng([cfg.seed, self.step])
         cond, real_latent = self.batch(rng)
+        pairs = self.cfg.batch // 2 if cfg.diversity_weight > 0 else 0
+        if pairs:  # the second half repeats the first half's conditions: two noises per condition
+            cond = tuple(torch.cat([x[:pairs], x[:pairs], x[2 * pairs:]]) for x in cond)
+            real_latent = torch.cat([real_latent[:pairs], real_latent[:pairs], real_latent[2 * pairs:]])
         mask = cond[2]
         patch_weight = cfg.invented_weight * (1 - mask) + 0.1 * mask
         noise = torch.randn_like(real_latent)
@@ -229,6 +235,7 @@ class AdversarialTrainer:
         invented = 1 - mask
         rec_full = (err * invented).sum() / (invented.sum() * err.shape[1]).clamp(min=1)
         depth_l1 = self.depth_error(fake, real, invented)
+        diversity = self.diversity(fake_latent, invented, pairs)
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
         g_adv = -_weighted_mean(self.discriminator(fake, mask), patch_weight)
@@ -236,7 +243,7 @@ class AdversarialTrainer:
             p.requires_grad_(True)
         adv_on = 1.0 if self.step >= cfg.warmup_d else 0.0
         total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.depth_weight * depth_l1
-                 + adv_on * cfg.adv_weight * g_adv)
+                 + cfg.diversity_weight * F.relu(cfg.diversity_target - diversity) + adv_on * cfg.adv_weight * g_adv)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), 1.0)
@@ -249,7 +256,7 @@ class AdversarialTrainer:
                 return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
-                  "rec_full": rec_full, "depth_l1": depth_l1, "total": total, "r1": r1}
+                  "rec_full": rec_full, "depth_l1": depth_l1, "diversity": diversity, "total": total, "r1": r1}
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     def depth_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
@@ -267,6 +274,20 @@ class AdversarialTrainer:
         ratio = torch.exp((codes[0] - codes[1]) * (0.5 * math.log(DEPTH_FAR / DEPTH_NEAR)))
         weight = F.avg_pool2d(weight, k)
         return ((ratio - 1).abs() * weight).sum() / weight.sum().clamp(min=1e-6)
+
+    @staticmethod
+    def diversity(fake_latent: torch.Tensor, invented: torch.Tensor, pairs: int) -> torch.Tensor:
+        """Mean absolute difference, on invented cells away from memory, between the samples of the first ``pairs``
+        conditions and their repeats (other noise). Why: a generator that ignores its noise
+        paints the same strip at every step of a turn, and the invented world then repeats
+        with the turn's period and looks still while the camera turns."""
+        if not pairs:
+            return torch.zeros(())
+        # invented cells with no remembered neighbour: the new strips of a turn, not the single
+        # holes of a covered view, where one answer is right and variety only costs fidelity
+        weight = 1 - F.max_pool2d(1 - invented[:pairs], 3, 1, 1)
+        diff = (fake_latent[:pairs] - fake_latent[pairs:2 * pairs]).abs() * weight
+        return diff.sum() / (weight.sum() * fake_latent.shape[1]).clamp(min=1)
 
     # ------------------------------------------------------------------ run, save
 
