@@ -21,7 +21,11 @@ partly covered views (5-80%), scored on their invented pixels against the true r
 sharpness (Sobel gradient energy relative to the truth's, median), edge-orientation
 histogram distance (KL, with white noise's for the same views) and colour-histogram
 distance (Bhattacharyya). Bars: invented views' sharpness >= 0.7 and orientation distance
-under half of white noise's. ``--compare-to MODEL`` times one world step of both models
+under half of white noise's. Per-frame measures cannot see a generator that paints the same
+strip at every step of a turn (the invented world then repeats with the step and looks
+still), so the turn loop's camera control is scored too: the rotation error per step that
+``mirage_gym.metrics.score_rollout`` estimates from the frames (no bar: compare models; a
+turn that looks still scores near the 15-degree step). ``--compare-to MODEL`` times one world step of both models
 side by side (steps alternated) and prints the ratio.
 """
 
@@ -107,6 +111,18 @@ def structure_report(episodes, fov_deg: float = 90.0) -> dict:
     return out
 
 
+def camera_control(episode, fov_deg: float = 90.0) -> float:
+    """Mean over worlds of the rotation error per step that classical geometry estimates from
+    the frames and their depth against the poses the camera was given."""
+    from mirage_gym.geometry import intrinsics_from_fov
+    from mirage_gym.metrics import score_rollout
+
+    h, w = episode.rgb.shape[2:4]
+    k = intrinsics_from_fov(w, h, fov_deg)
+    return float(np.mean([score_rollout(episode.rgb[:, i], episode.poses[:, i], k, episode.depth[:, i])
+                          ["camera_rotation_error_deg"] for i in range(episode.rgb.shape[1])]))
+
+
 def step_time_ratio(backend, other, config: WorldConfig, steps: int = 60) -> dict:
     """Median single-world step time of ``backend`` and ``other``, measured side by side:
     two worlds on the same scene and actions, stepped alternately (which goes first swaps
@@ -189,6 +205,9 @@ def main(argv=None) -> dict:
             runs[use_memory] = ep
             episodes[use_memory].append(ep)
             results["loops"].setdefault(name, {})["memory" if use_memory else "no_memory"] = loop_scores(ep, pairs)
+            if name == "turn_360":
+                results.setdefault("turn_rotation_error_deg", {})["memory" if use_memory else "no_memory"] = \
+                    camera_control(ep, base.fov_deg)
         save_media(out, name, runs[True], runs[False])
     ceiling = [run_episode(backend, seeds, actions, base, truth_fill=True) for actions, _ in LOOPS.values()]
     results["frames"] = {"memory": frame_scores(episodes[True]), "no_memory": frame_scores(episodes[False]),
@@ -208,6 +227,9 @@ def main(argv=None) -> dict:
             f"{name:20s} {m['psnr']:9.2f} {o['psnr']:9.2f} {m['psnr'] - o['psnr']:6.2f} {m['ssim']:9.3f} "
             f"{o['ssim']:9.3f} {m['psnr_vs_truth']:9.2f} {m['loops_closed']:7d}"
         )
+    r = results["turn_rotation_error_deg"]
+    print(f"camera control over the turn: rotation error {r['memory']:.2f} deg per step with memory, "
+          f"{r['no_memory']:.2f} without")
     for key in ("memory", "no_memory", "truth_fill"):
         f = results["frames"][key]
         print(

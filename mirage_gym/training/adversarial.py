@@ -18,7 +18,10 @@ generator is fine-tuned so that what it *samples* looks like a room:
 - **reconstruction kept where it should rule**: a low-pass latent loss (4x4-cell means,
   i.e. 16x16-pixel blocks: colour, layout and depth of the room, not its texture) on every
   cell, and the full-resolution latent MSE of the original training with a small weight,
-  so covered views and the depth scale stay faithful while the adversary supplies detail.
+  so covered views and the depth scale stay faithful while the adversary supplies detail;
+- optionally, **the decoded depth's relative error** on invented pixels (what AbsRel counts)
+  and **a diversity hinge** (two noises per condition must give different invented cells: a
+  generator that ignores its noise paints the same strip at every step of a turn).
 
 Why adversarial and not distribution matching (DMD): DMD needs a teacher whose samples are
 the target distribution and a second "fake score" network trained online; our teacher *is*
@@ -29,7 +32,10 @@ renders targets the data directly and costs one small conv net.
 Every step draws its randomness from ``(seed, step)`` and checkpoints hold both networks,
 both optimizers and the generator's EMA, so a resumed run continues exactly as an
 uninterrupted one. Losses go to ``adversarial_log.csv`` (``d_real``, ``d_fake``, ``g_adv``,
-``rec_low``, ``rec_full``, ...).
+``rec_low``, ``rec_full``, ``depth_l1``, ``diversity``, ...); ``adversarial_runs.jsonl`` keeps
+each run's configuration (a resume may change it), and an export writes both beside the
+weights with a README of the commands that remake them. ``--ship`` exports as the shipped
+default model.
 """
 
 from __future__ import annotations
