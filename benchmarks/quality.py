@@ -25,8 +25,8 @@ under half of white noise's. Per-frame measures cannot see a generator that pain
 strip at every step of a turn (the invented world then repeats with the step and looks
 still), so the turn loop's camera control is scored too: the rotation error per step that
 ``mirage_gym.metrics.score_rollout`` estimates from the frames (no bar: compare models; a
-turn that looks still scores near the 15-degree step). ``--compare-to MODEL`` times one world step of both models
-side by side (steps alternated) and prints the ratio.
+turn that looks still scores near the 15-degree step). ``--compare-to MODEL`` times one world
+step of both models side by side (steps alternated) and prints the ratio.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ renders targets the data directly and costs one small conv net.
 Every step draws its randomness from ``(seed, step)`` and checkpoints hold both networks,
 both optimizers and the generator's EMA, so a resumed run continues exactly as an
 uninterrupted one. Losses go to ``adversarial_log.csv`` (``d_real``, ``d_fake``, ``g_adv``,
-``rec_low``, ``rec_full``, ``depth_l1``, ``diversity``, ...); ``adversarial_runs.jsonl`` keeps
+``rec_low``, ``rec_full``, ``depth_rel``, ``diversity``, ...); ``adversarial_runs.jsonl`` keeps
 each run's configuration (a resume may change it), and an export writes both beside the
 weights with a README of the commands that remake them. ``--ship`` exports as the shipped
 default model.
@@ -77,9 +77,9 @@ class AdversarialConfig:
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     depth_weight: float = 0.0  # relative error of the decoded depth against the real frame's, invented surface pixels
+    depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
     diversity_weight: float = 0.0  # hinge on how far two noises' samples of one condition differ, invented cells away from memory
     diversity_target: float = 0.5  # ... mean absolute latent difference asked for
-    depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
     r1_gamma: float = 1.0  # R1 penalty on real frames' mean logit (lazy, every r1_every steps, as StyleGAN2)
@@ -240,7 +240,7 @@ class AdversarialTrainer:
         rec_low = F.mse_loss(F.avg_pool2d(fake_latent, 4), F.avg_pool2d(real_latent, 4))
         invented = 1 - mask
         rec_full = (err * invented).sum() / (invented.sum() * err.shape[1]).clamp(min=1)
-        depth_l1 = self.depth_error(fake, real, invented)
+        depth_rel = self.depth_error(fake, real, invented)
         diversity = self.diversity(fake_latent, invented, pairs)
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
@@ -248,7 +248,7 @@ class AdversarialTrainer:
         for p in self.discriminator.parameters():
             p.requires_grad_(True)
         adv_on = 1.0 if self.step >= cfg.warmup_d else 0.0
-        total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.depth_weight * depth_l1
+        total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.depth_weight * depth_rel
                  + cfg.diversity_weight * F.relu(cfg.diversity_target - diversity) + adv_on * cfg.adv_weight * g_adv)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -262,7 +262,7 @@ class AdversarialTrainer:
                 return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
-                  "rec_full": rec_full, "depth_l1": depth_l1, "diversity": diversity, "total": total, "r1": r1}
+                  "rec_full": rec_full, "depth_rel": depth_rel, "diversity": diversity, "total": total, "r1": r1}
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     def depth_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
@@ -283,8 +283,8 @@ class AdversarialTrainer:
 
     @staticmethod
     def diversity(fake_latent: torch.Tensor, invented: torch.Tensor, pairs: int) -> torch.Tensor:
-        """Mean absolute difference, on invented cells away from memory, between the samples of the first ``pairs``
-        conditions and their repeats (other noise). Why: a generator that ignores its noise
+        """Mean absolute difference, on invented cells away from memory, between the samples of
+        the first ``pairs`` conditions and their repeats (other noise). Why: a generator that ignores its noise
         paints the same strip at every step of a turn, and the invented world then repeats
         with the turn's period and looks still while the camera turns."""
         if not pairs:
