@@ -197,7 +197,7 @@ class AdversarialTrainer:
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)
         rng = np.random.default_rng([cfg.seed, self.step])
         cond, real_latent = self.batch(rng)
-        pairs = self.cfg.batch // 2 if cfg.diversity_weight > 0 else 0
+        pairs = cfg.batch // 2 if cfg.diversity_weight > 0 else 0
         if pairs:  # the second half repeats the first half's conditions: two noises per condition
             cond = tuple(torch.cat([x[:pairs], x[:pairs], x[2 * pairs:]]) for x in cond)
             real_latent = torch.cat([real_latent[:pairs], real_latent[:pairs], real_latent[2 * pairs:]])
