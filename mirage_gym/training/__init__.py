@@ -102,8 +102,9 @@ def train_tiny(out: str | Path, cfg: TinyTrainConfig | None = None, stages: str 
 
 def _logged_seconds(log: Path) -> float:
     """Training time of a stage, from the last row of its loss log (survives resumes)."""
-    last = log.read_text().strip().splitlines()[-1].split(",")
-    return float(last[1])
+    from mirage_gym.training.loop import last_logged_row
+
+    return float(last_logged_row(log)["seconds"])
 
 
 def model_card(cfg: TinyTrainConfig, seconds: float, stages: dict[str, float]) -> str:

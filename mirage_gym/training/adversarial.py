@@ -56,7 +56,7 @@ from torch import nn
 
 from mirage_gym.models.codec import DEPTH_FAR, DEPTH_NEAR
 from mirage_gym.models.sampler import FlowMatchEulerSampler
-from mirage_gym.training.loop import save_checkpoint
+from mirage_gym.training.loop import last_logged_row, save_checkpoint
 
 
 @dataclass
@@ -399,12 +399,12 @@ def _export(base, generator, sampler_steps: int, out: Path, dest: Path) -> Path:
     if runs_path.exists():
         runs = [json.loads(line) for line in runs_path.read_text().splitlines() if line.strip()]
         (dest / "adversarial_runs.jsonl").write_text(runs_path.read_text())
-        (dest / "README.md").write_text(model_card(runs, _last_logged_step(out / "adversarial_log.csv")))
+        (dest / "README.md").write_text(model_card(runs, _logged_steps(out / "adversarial_log.csv")))
     return dest
 
 
-def _last_logged_step(log: Path) -> int:
-    return int(log.read_text().strip().splitlines()[-1].split(",")[0]) if log.exists() else 0
+def _logged_steps(log: Path) -> int:
+    return int(last_logged_row(log)["step"]) if log.exists() else 0
 
 
 _NOT_WEIGHTS = ("steps", "threads", "checkpoint_every")  # settings that do not change the weights

@@ -106,3 +106,9 @@ def save_checkpoint(path: Path, state: dict, log_path: Path, rows: list[dict]) -
             if new:
                 writer.writeheader()
             writer.writerows(rows)
+
+
+def last_logged_row(log: Path) -> dict[str, str]:
+    """The last row of a CSV loss log, by column name (a stage's step and seconds survive resumes)."""
+    lines = log.read_text().strip().splitlines()
+    return dict(zip(lines[0].split(","), lines[-1].split(",")))
