@@ -1,6 +1,8 @@
 """``mirage-gym train tiny`` end to end at toy size: every stage runs, resumes, and exports
 a model directory that loads and drives a world."""
 
+import csv
+
 import numpy as np
 
 from mirage_gym.cli import main as cli
@@ -8,7 +10,7 @@ from mirage_gym.models import LatentWorldModel
 from mirage_gym.scenes import make_scene
 from mirage_gym.training import TRAIN_SEED_BASE, TinyTrainConfig, train_tiny
 from mirage_gym.training.data import render_sequences
-from mirage_gym.training.loop import TrainLoop
+from mirage_gym.training.loop import TrainLoop, last_logged_row, save_checkpoint
 from mirage_gym.world import World, WorldConfig
 
 TOY = dict(sequences=3, length=4, codec_width=8, codec_steps=3, codec_batch=4, generator_steps=3, generator_batch=4)
@@ -54,3 +56,14 @@ def test_cli_train_parses(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train_tiny", lambda out, cfg: seen.update(out=out, cfg=cfg) or tmp_path)
     cli(["train", "tiny", "--out", str(tmp_path), "--codec-steps", "7"])
     assert seen["cfg"].codec_steps == 7 and seen["cfg"].generator_steps == TinyTrainConfig().generator_steps
+
+
+def test_a_resume_that_logs_a_new_loss_keeps_the_log_one_table(tmp_path):
+    ckpt, log = tmp_path / "run.ckpt", tmp_path / "run_log.csv"
+    save_checkpoint(ckpt, {"step": 1}, log, [{"step": 1, "loss": 0.5}])
+    save_checkpoint(ckpt, {"step": 2}, log, [{"step": 2, "loss": 0.4, "new_loss": 0.1}])  # resumed with a new loss
+    save_checkpoint(ckpt, {"step": 3}, log, [{"step": 3, "loss": 0.3}])  # ... and back without it
+    rows = list(csv.DictReader(log.open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+    assert [r["new_loss"] for r in rows] == ["", "0.1", ""] and [r["loss"] for r in rows] == ["0.5", "0.4", "0.3"]
+    assert last_logged_row(log)["loss"] == "0.3"

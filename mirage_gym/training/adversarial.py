@@ -75,6 +75,7 @@ class AdversarialConfig:
     adv_weight: float = 0.3  # generator's hinge loss weight
     rec_low_weight: float = 1.0  # 4x4-cell mean latent MSE, every cell
     rec_full_weight: float = 0.1  # full-resolution latent MSE (the original loss), every invented cell
+    rec_near_weight: float = 0.0  # ... more of it on invented cells next to memory, where one answer is right
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     depth_weight: float = 0.0  # relative error of the decoded depth against the real frame's, invented surface pixels
     depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
@@ -125,6 +126,13 @@ class PatchDiscriminator(nn.Module):
         # none; given outright, the net need not first learn to find it (it stayed at chance without)
         detail = 4 * (decoded[:, :4] - F.avg_pool2d(decoded[:, :4], 3, 1, 1, count_include_pad=False))
         return self.net(torch.cat([image, detail, F.interpolate(mask, size=decoded.shape[-2:])], 1))
+
+
+def away_from_memory(invented: torch.Tensor) -> torch.Tensor:
+    """Invented cells with no remembered neighbour (B, 1, h, w): the new strips of a turn, where
+    variety is what makes the world move, not the holes and borders of a covered view, where
+    one answer is right and variety only costs fidelity."""
+    return 1 - F.max_pool2d(1 - invented, 3, 1, 1)
 
 
 def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -240,6 +248,8 @@ class AdversarialTrainer:
         rec_low = F.mse_loss(F.avg_pool2d(fake_latent, 4), F.avg_pool2d(real_latent, 4))
         invented = 1 - mask
         rec_full = (err * invented).sum() / (invented.sum() * err.shape[1]).clamp(min=1)
+        near = invented - away_from_memory(invented)
+        rec_near = (err * near).sum() / (near.sum() * err.shape[1]).clamp(min=1)
         depth_rel = self.depth_error(fake, real, invented)
         diversity = self.diversity(fake_latent, invented, pairs)
         for p in self.discriminator.parameters():
@@ -248,7 +258,8 @@ class AdversarialTrainer:
         for p in self.discriminator.parameters():
             p.requires_grad_(True)
         adv_on = 1.0 if self.step >= cfg.warmup_d else 0.0
-        total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.depth_weight * depth_rel
+        total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.rec_near_weight * rec_near
+                 + cfg.depth_weight * depth_rel
                  + cfg.diversity_weight * F.relu(cfg.diversity_target - diversity) + adv_on * cfg.adv_weight * g_adv)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -262,7 +273,7 @@ class AdversarialTrainer:
                 return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
-                  "rec_full": rec_full, "depth_rel": depth_rel, "diversity": diversity, "total": total, "r1": r1}
+                  "rec_full": rec_full, "rec_near": rec_near, "depth_rel": depth_rel, "diversity": diversity, "total": total, "r1": r1}
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     def depth_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
@@ -289,9 +300,7 @@ class AdversarialTrainer:
         with the turn's period and looks still while the camera turns."""
         if not pairs:
             return torch.zeros(())
-        # invented cells with no remembered neighbour: the new strips of a turn, not the single
-        # holes of a covered view, where one answer is right and variety only costs fidelity
-        weight = 1 - F.max_pool2d(1 - invented[:pairs], 3, 1, 1)
+        weight = away_from_memory(invented[:pairs])
         diff = (fake_latent[:pairs] - fake_latent[pairs:2 * pairs]).abs() * weight
         return diff.sum() / (weight.sum() * fake_latent.shape[1]).clamp(min=1)
 

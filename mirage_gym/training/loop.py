@@ -94,18 +94,38 @@ class TrainLoop:
 
 def save_checkpoint(path: Path, state: dict, log_path: Path, rows: list[dict]) -> None:
     """Write ``state`` to ``path`` atomically (a killed run leaves the previous checkpoint),
-    then append ``rows`` to the CSV log (its header written with the first rows)."""
+    then append ``rows`` to the CSV log (its header written with the first rows; a resume that
+    logs a new loss rewrites the log with the new column, blank in the earlier rows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
-    if rows:
-        new = not log_path.exists()
-        with log_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+    if not rows:
+        return
+    logged = _logged_fields(log_path)
+    if logged and not set(rows[0]) <= set(logged):  # a resume logs a new loss: rewrite with its column
+        with log_path.open(newline="") as f:
+            rows = list(csv.DictReader(f)) + rows
+        _write_rows(log_path.with_suffix(".tmp"), logged + [k for k in rows[-1] if k not in logged], rows, "w")
+        log_path.with_suffix(".tmp").replace(log_path)
+    else:
+        _write_rows(log_path, logged or list(rows[0]), rows, "a")
+
+
+def _logged_fields(log_path: Path) -> list[str]:
+    if not log_path.exists():
+        return []
+    with log_path.open(newline="") as f:
+        return list(csv.DictReader(f).fieldnames or [])
+
+
+def _write_rows(path: Path, fields: list[str], rows: list[dict], mode: str) -> None:
+    header = mode == "w" or not path.exists()
+    with path.open(mode, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def last_logged_row(log: Path) -> dict[str, str]:
