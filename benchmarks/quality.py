@@ -6,7 +6,8 @@ Loops (frames compared at the same pose): (a) turn_360, a full turn in 24 steps;
 (b) out_and_back, 8 steps forward then 8 back; (c) revisit_generated, turn 90 degrees
 into views the seed never showed, come back, turn again: the two visits of *generated*
 content (PSNR capped at 100 dB: a loop that closes exactly gives identical frames).
-Also: fidelity to the true render over frames at least 80% covered by memory, depth
+Also: fidelity to the true render over frames at least 80% covered by memory (and split
+by what memory holds there: surfaces the seed showed, or surfaces generated earlier), depth
 AbsRel, sharpness (gradient energy relative to the true render), and the median time of
 one world step at 64x64. The frame scores are also given for a perfect generator in the
 same pipeline (``truth_fill``: the true latent wherever memory is empty), the ceiling
@@ -63,24 +64,36 @@ def loop_scores(episode, pairs) -> dict:
     return out
 
 
-def frame_scores(episodes) -> dict:
-    """Fidelity over well-covered generated frames, depth AbsRel and sharpness."""
+def frame_scores(episodes, fov_deg: float = 90.0) -> dict:
+    """Fidelity over well-covered generated frames, depth AbsRel and sharpness. The covered
+    frames are also split by what memory holds there: surfaces the seed showed (one true
+    answer, memory's to keep) or surfaces the generator invented earlier in the episode
+    (their PSNR against the true render scores the invention, where the conditional mean wins)."""
     fidelity, abs_rel, sharp, ceiling = [], [], [], []
+    by_source = {"seen": [], "invented": []}
     for ep in episodes:
+        seen = seed_covisible(ep, fov_deg)
         ceiling += [psnr(ep.rgb[0, i], ep.true_rgb[0, i]) for i in range(ep.rgb.shape[1])]
         for t in range(1, ep.rgb.shape[0]):
             for i in range(ep.rgb.shape[1]):
                 if ep.coverage[t, i] >= 0.8:
                     fidelity.append(psnr(ep.rgb[t, i], ep.true_rgb[t, i]))
+                    by_source["seen" if seen[t, i].mean() >= PARTLY_BELOW else "invented"].append(fidelity[-1])
                 abs_rel.append(depth_abs_rel(ep.depth[t, i], ep.true_depth[t, i]))
                 sharp.append(sharpness_ratio(ep.rgb[t, i], ep.true_rgb[t, i]))
     return {
-        "fidelity_psnr_covered": float(np.mean(fidelity)) if fidelity else float("nan"),
+        "fidelity_psnr_covered": _mean(fidelity),
         "covered_frames": len(fidelity),
+        **{f"fidelity_psnr_covered_{k}": _mean(v) for k, v in by_source.items()},
+        **{f"covered_{k}_frames": len(v) for k, v in by_source.items()},
         "depth_abs_rel": float(np.nanmean(abs_rel)),
         "sharpness": float(np.nanmedian(sharp)),
         "codec_ceiling_psnr": float(np.mean(ceiling)),  # decoded seed frame vs its true render
     }
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def structure_report(episodes, fov_deg: float = 90.0) -> dict:
@@ -210,8 +223,8 @@ def main(argv=None) -> dict:
                     camera_control(ep, base.fov_deg)
         save_media(out, name, runs[True], runs[False])
     ceiling = [run_episode(backend, seeds, actions, base, truth_fill=True) for actions, _ in LOOPS.values()]
-    results["frames"] = {"memory": frame_scores(episodes[True]), "no_memory": frame_scores(episodes[False]),
-                         "truth_fill": frame_scores(ceiling)}
+    results["frames"] = {key: frame_scores(eps, base.fov_deg) for key, eps in
+                         (("memory", episodes[True]), ("no_memory", episodes[False]), ("truth_fill", ceiling))}
     results["structure"] = {"memory": structure_report(episodes[True], base.fov_deg),
                             "no_memory": structure_report(episodes[False], base.fov_deg),
                             "truth_fill": structure_report(ceiling, base.fov_deg)}
@@ -233,7 +246,9 @@ def main(argv=None) -> dict:
     for key in ("memory", "no_memory", "truth_fill"):
         f = results["frames"][key]
         print(
-            f"{key:10s} fidelity (covered) {f['fidelity_psnr_covered']:.2f} dB over {f['covered_frames']} frames, "
+            f"{key:10s} fidelity (covered) {f['fidelity_psnr_covered']:.2f} dB over {f['covered_frames']} frames "
+            f"(memory of seen surfaces {f['fidelity_psnr_covered_seen']:.2f} dB, {f['covered_seen_frames']}; "
+            f"of invented ones {f['fidelity_psnr_covered_invented']:.2f} dB, {f['covered_invented_frames']}), "
             f"depth AbsRel {f['depth_abs_rel']:.3f}, sharpness {f['sharpness']:.2f}, "
             f"codec ceiling {f['codec_ceiling_psnr']:.2f} dB"
         )

@@ -123,8 +123,10 @@ def test_loops_need_leaving_and_returning():
     assert loop_pairs(poses, 0.05, 2.0) == [(0, 3), (2, 4), (0, 5)]  # the earliest visit of each return
 
 
-def test_memory_separates_on_the_shipped_model():
-    """A 24-step turn on the shipped model: memory on beats memory off on camera control and loops."""
+def test_memory_separates_on_the_shipped_model(turn):
+    """A 24-step turn on the shipped model: memory on beats memory off on camera control and
+    loops, and its frames' detail is nearer the true turn's (without memory every frame is
+    invented: fog for an MSE generator, more edges than the room has for the adversarial one)."""
     scores = {}
     for env_id in ("MirageWorld-v0", "MirageWorldNoMemory-v0"):
         env = gym.make(env_id, obs_mode="rgbd")
@@ -140,7 +142,9 @@ def test_memory_separates_on_the_shipped_model():
     on, off = scores["MirageWorld-v0"], scores["MirageWorldNoMemory-v0"]
     assert on["camera_rotation_error_deg"] < 3.0 < off["camera_rotation_error_deg"]
     assert on["loop_psnr"] > off["loop_psnr"] + 10
-    assert on["sharpness"] > off["sharpness"]
+    f, d, p, k = turn
+    truth = score_rollout(f, p, k, d)["sharpness"]
+    assert abs(np.log(on["sharpness"] / truth)) < abs(np.log(off["sharpness"] / truth))  # measured 0.038 / 0.058 vs 0.038
 
 
 @pytest.mark.parametrize(
