@@ -124,6 +124,35 @@ def test_diversity_compares_two_noises_away_from_memory():
     assert float(AdversarialTrainer.diversity(fake, invented, pairs=0)) == 0.0
 
 
+def test_pooled_diversity_asks_regions_to_differ_not_cells():
+    fake = torch.zeros(2, 1, 8, 8)  # pairs = 1: sample 1 repeats sample 0's condition
+    invented = torch.ones(2, 1, 8, 8)
+    fake[1, 0] = torch.tensor([[1.0, -1.0] * 4, [-1.0, 1.0] * 4] * 4)  # cell-to-cell jitter, no region differs
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=1)) == pytest.approx(1.0)
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=1, pool=2)) == pytest.approx(0.0)
+    fake[1, 0] = 1.0  # every region differs
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=1, pool=2)) == pytest.approx(1.0)
+    invented[:, :, :, :2] = 0  # remembered columns 0-1: the regions touching them (columns 0-3) do not count
+    fake[1, 0, :, 4:] = 3.0
+    assert float(AdversarialTrainer.diversity(fake, invented, pairs=1, pool=2)) == pytest.approx(3.0)
+
+
+def test_contrast_error_scores_block_statistics_of_invented_blocks(toy, tmp_path):
+    trainer = _trainer(toy, tmp_path, contrast_block=8)
+    real = torch.zeros(1, 5, 16, 16)
+    real[:, :3, :, ::2] = 0.5  # stripes: every 8x8 block has std 0.25 in each colour
+    invented = torch.zeros(1, 1, 4, 4)
+    invented[..., 2:] = 1  # the right half of the frame: its two blocks are wholly invented
+    assert float(trainer.contrast_error(real.clone(), real, invented)) == pytest.approx(0.0, abs=2e-3)
+    fog = torch.full_like(real, 0.25)  # the right mean, no contrast
+    assert float(trainer.contrast_error(fog, real, invented)) == pytest.approx(0.25, abs=2e-3)
+    jitter = real.clone()
+    jitter[:, :3, :, 1::2] = -0.5  # twice the contrast
+    assert float(trainer.contrast_error(jitter, real, invented)) == pytest.approx(0.25, abs=2e-3)
+    fog[..., :8] = real[..., :8]  # the left (remembered) half differing or not changes nothing
+    assert float(trainer.contrast_error(fog, real, invented)) == pytest.approx(0.25, abs=2e-3)
+
+
 def test_invented_cells_split_into_next_to_memory_and_away():
     invented = torch.zeros(1, 1, 8, 8)
     invented[..., 5:] = 1  # a strip at the right edge; column 5 touches memory

@@ -79,8 +79,11 @@ class AdversarialConfig:
     invented_weight: float = 1.0  # patch weight of invented cells (remembered cells: 0.1)
     depth_weight: float = 0.0  # relative error of the decoded depth against the real frame's, invented surface pixels
     depth_pool: int = 1  # ... of depth_pool x depth_pool pixel means of the depth code (2: the layout, not its detail)
+    contrast_weight: float = 0.0  # L1 of the decoded RGB's per-block standard deviation against the real frame's, invented blocks
+    contrast_block: int = 8  # ... of contrast_block x contrast_block pixel blocks
     diversity_weight: float = 0.0  # hinge on how far two noises' samples of one condition differ, invented cells away from memory
     diversity_target: float = 0.5  # ... mean absolute latent difference asked for
+    diversity_pool: int = 1  # ... of diversity_pool x diversity_pool cell means (2: regions must differ, not single cells)
     d_width: int = 32
     spectral_norm: bool = False  # SN on every D layer (tried first: D stayed at chance for 250 steps)
     r1_gamma: float = 1.0  # R1 penalty on real frames' mean logit (lazy, every r1_every steps, as StyleGAN2)
@@ -251,7 +254,8 @@ class AdversarialTrainer:
         near = invented - away_from_memory(invented)
         rec_near = (err * near).sum() / (near.sum() * err.shape[1]).clamp(min=1)
         depth_rel = self.depth_error(fake, real, invented)
-        diversity = self.diversity(fake_latent, invented, pairs)
+        contrast = self.contrast_error(fake, real, invented)
+        diversity = self.diversity(fake_latent, invented, pairs, cfg.diversity_pool)
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
         g_adv = -_weighted_mean(self.discriminator(fake, mask), patch_weight)
@@ -259,7 +263,7 @@ class AdversarialTrainer:
             p.requires_grad_(True)
         adv_on = 1.0 if self.step >= cfg.warmup_d else 0.0
         total = (cfg.rec_low_weight * rec_low + cfg.rec_full_weight * rec_full + cfg.rec_near_weight * rec_near
-                 + cfg.depth_weight * depth_rel
+                 + cfg.depth_weight * depth_rel + cfg.contrast_weight * contrast
                  + cfg.diversity_weight * F.relu(cfg.diversity_target - diversity) + adv_on * cfg.adv_weight * g_adv)
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
@@ -273,7 +277,7 @@ class AdversarialTrainer:
                 return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
-                  "rec_full": rec_full, "rec_near": rec_near, "depth_rel": depth_rel, "diversity": diversity, "total": total, "r1": r1}
+                  "rec_full": rec_full, "rec_near": rec_near, "depth_rel": depth_rel, "contrast": contrast, "diversity": diversity, "total": total, "r1": r1}
         return {**{k: float(v.detach()) for k, v in losses.items()}, "detail_ratio": detail, "d_gap": gap}
 
     def depth_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
@@ -292,16 +296,37 @@ class AdversarialTrainer:
         weight = F.avg_pool2d(weight, k)
         return ((ratio - 1).abs() * weight).sum() / weight.sum().clamp(min=1e-6)
 
+    def contrast_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
+        """Mean absolute difference between the per-block standard deviation of the decoded RGB
+        and the real frame's, over blocks wholly invented. Why: a statistic of the block, not its
+        pixels, so it does not reward the conditional mean as a pixel loss does; it asks for as
+        much local contrast as the room has, no less (fog) and no more (colour jitter that
+        a diversity term can buy)."""
+        k = self.cfg.contrast_block
+
+        def block_std(x):
+            mean = F.avg_pool2d(x, k)
+            return (F.avg_pool2d(x * x, k) - mean * mean).clamp(min=1e-6).sqrt()
+
+        weight = -F.max_pool2d(-F.interpolate(invented, size=fake.shape[-2:]), k)
+        err = (block_std(fake[:, :3]) - block_std(real[:, :3])).abs() * weight
+        return err.sum() / (weight.sum() * 3).clamp(min=1e-6)
+
     @staticmethod
-    def diversity(fake_latent: torch.Tensor, invented: torch.Tensor, pairs: int) -> torch.Tensor:
+    def diversity(fake_latent: torch.Tensor, invented: torch.Tensor, pairs: int, pool: int = 1) -> torch.Tensor:
         """Mean absolute difference, on invented cells away from memory, between the samples of
-        the first ``pairs`` conditions and their repeats (other noise). Why: a generator that ignores its noise
-        paints the same strip at every step of a turn, and the invented world then repeats
-        with the turn's period and looks still while the camera turns."""
+        the first ``pairs`` conditions and their repeats (other noise), of ``pool`` x ``pool``
+        cell means. Why: a generator that ignores its noise paints the same strip at every
+        step of a turn, and the invented world then repeats with the turn's period and looks
+        still while the camera turns; asked of single cells (``pool`` 1), the cheapest answer
+        is colour jitter from cell to cell, asked of regions it must vary what it draws."""
         if not pairs:
             return torch.zeros(())
         weight = away_from_memory(invented[:pairs])
-        diff = (fake_latent[:pairs] - fake_latent[pairs:2 * pairs]).abs() * weight
+        a, b = fake_latent[:pairs], fake_latent[pairs:2 * pairs]
+        if pool > 1:  # regions wholly away from memory
+            a, b, weight = F.avg_pool2d(a, pool), F.avg_pool2d(b, pool), -F.max_pool2d(-weight, pool)
+        diff = (a - b).abs() * weight
         return diff.sum() / (weight.sum() * fake_latent.shape[1]).clamp(min=1)
 
     # ------------------------------------------------------------------ run, save
