@@ -19,9 +19,12 @@ generator is fine-tuned so that what it *samples* looks like a room:
   i.e. 16x16-pixel blocks: colour, layout and depth of the room, not its texture) on every
   cell, and the full-resolution latent MSE of the original training with a small weight,
   so covered views and the depth scale stay faithful while the adversary supplies detail;
-- optionally, **the decoded depth's relative error** on invented pixels (what AbsRel counts)
-  and **a diversity hinge** (two noises per condition must give different invented cells: a
-  generator that ignores its noise paints the same strip at every step of a turn).
+- optionally, **the decoded depth's relative error** on invented pixels (what AbsRel counts),
+  **more full-resolution MSE on invented cells next to memory** (one right answer there),
+  **a diversity hinge** (two noises per condition must give different invented regions away
+  from memory: a generator that ignores its noise paints the same strip at every step of a
+  turn) and **local contrast** (each invented block's colour spread matched to the real
+  frame's: no fog, and no cell-to-cell colour jitter bought to satisfy the hinge).
 
 Why adversarial and not distribution matching (DMD): DMD needs a teacher whose samples are
 the target distribution and a second "fake score" network trained online; our teacher *is*
@@ -32,7 +35,7 @@ renders targets the data directly and costs one small conv net.
 Every step draws its randomness from ``(seed, step)`` and checkpoints hold both networks,
 both optimizers and the generator's EMA, so a resumed run continues exactly as an
 uninterrupted one. Losses go to ``adversarial_log.csv`` (``d_real``, ``d_fake``, ``g_adv``,
-``rec_low``, ``rec_full``, ``depth_rel``, ``diversity``, ...); ``adversarial_runs.jsonl`` keeps
+``rec_low``, ``rec_full``, ``rec_near``, ``depth_rel``, ``contrast``, ``diversity``, ...); ``adversarial_runs.jsonl`` keeps
 each run's configuration (a resume may change it), and an export writes both beside the
 weights with a README of the commands that remake them. ``--ship`` exports as the shipped
 default model.
