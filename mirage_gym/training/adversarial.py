@@ -138,7 +138,12 @@ def away_from_memory(invented: torch.Tensor) -> torch.Tensor:
     """Invented cells with no remembered neighbour (B, 1, h, w): the new strips of a turn, where
     variety is what makes the world move, not the holes and borders of a covered view, where
     one answer is right and variety only costs fidelity."""
-    return 1 - F.max_pool2d(1 - invented, 3, 1, 1)
+    return _min_pool(invented, 3, stride=1, padding=1)
+
+
+def _min_pool(x: torch.Tensor, kernel: int, stride: int | None = None, padding: int = 0) -> torch.Tensor:
+    """1 where the whole window is 1, for masks: what is *wholly* invented."""
+    return -F.max_pool2d(-x, kernel, stride, padding)
 
 
 def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -311,7 +316,7 @@ class AdversarialTrainer:
             mean = F.avg_pool2d(x, k)
             return (F.avg_pool2d(x * x, k) - mean * mean).clamp(min=1e-6).sqrt()
 
-        weight = -F.max_pool2d(-F.interpolate(invented, size=fake.shape[-2:]), k)
+        weight = _min_pool(F.interpolate(invented, size=fake.shape[-2:]), k)
         err = (block_std(fake[:, :3]) - block_std(real[:, :3])).abs() * weight
         return err.sum() / (weight.sum() * 3).clamp(min=1e-6)
 
@@ -328,7 +333,7 @@ class AdversarialTrainer:
         weight = away_from_memory(invented[:pairs])
         a, b = fake_latent[:pairs], fake_latent[pairs:2 * pairs]
         if pool > 1:  # regions wholly away from memory
-            a, b, weight = F.avg_pool2d(a, pool), F.avg_pool2d(b, pool), -F.max_pool2d(-weight, pool)
+            a, b, weight = F.avg_pool2d(a, pool), F.avg_pool2d(b, pool), _min_pool(weight, pool)
         diff = (a - b).abs() * weight
         return diff.sum() / (weight.sum() * fake_latent.shape[1]).clamp(min=1)
 
