@@ -21,7 +21,8 @@ the seed frame never showed (under 5% of their pixels covisible with it) and, se
 partly covered views (5-80%), scored on their invented pixels against the true render:
 sharpness (Sobel gradient energy relative to the truth's, median), edge-orientation
 histogram distance (KL, with white noise's for the same views) and colour-histogram
-distance (Bhattacharyya). Bars: invented views' sharpness >= 0.7 and orientation distance
+distance (Bhattacharyya) and the off-palette share (pixels in colours the true view hardly
+holds: foreign flecks, no bar). Bars: invented views' sharpness >= 0.7 and orientation distance
 under half of white noise's. Per-frame measures cannot see a generator that paints the same
 strip at every step of a turn (the invented world then repeats with the step and looks
 still), so the turn loop's camera control is scored too: the rotation error per step that
@@ -119,6 +120,7 @@ def structure_report(episodes, fov_deg: float = 90.0) -> dict:
             "orientation_distance": float(np.nanmean([s["orientation_distance"] for s in scores])),
             "noise_orientation_distance": float(np.nanmean([s["noise_orientation_distance"] for s in scores])),
             "color_distance": float(np.nanmean([s["color_distance"] for s in scores])),
+            "off_palette": float(np.nanmean([s["off_palette"] for s in scores])),
             "pass_rate": float(np.mean([s["passes"] for s in scores])),
         }
     return out
@@ -252,12 +254,14 @@ def main(argv=None) -> dict:
             f"depth AbsRel {f['depth_abs_rel']:.3f}, sharpness {f['sharpness']:.2f}, "
             f"codec ceiling {f['codec_ceiling_psnr']:.2f} dB"
         )
-    print(f"{'structure':22s} {'views':>6s} {'sharpness':>9s} {'orient KL':>9s} {'noise KL':>9s} {'colour':>7s} {'pass':>5s}")
+    print(f"{'structure':22s} {'views':>6s} {'sharpness':>9s} {'orient KL':>9s} {'noise KL':>9s} {'colour':>7s} "
+          f"{'off-pal':>7s} {'pass':>5s}")
     for key in ("memory", "no_memory", "truth_fill"):
         for group, g in results["structure"][key].items():
             if g["views"]:
                 print(f"{key + ' ' + group:22s} {g['views']:6d} {g['sharpness']:9.2f} {g['orientation_distance']:9.3f} "
-                      f"{g['noise_orientation_distance']:9.3f} {g['color_distance']:7.3f} {g['pass_rate']:5.2f}")
+                      f"{g['noise_orientation_distance']:9.3f} {g['color_distance']:7.3f} {g['off_palette']:7.3f} "
+                      f"{g['pass_rate']:5.2f}")
     print(f"one world step at 64x64: {results['step_ms']:.1f} ms (median)")
     if args.compare_to:
         r = results["step_vs_other"]

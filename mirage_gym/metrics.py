@@ -178,12 +178,33 @@ def color_histogram_distance(generated, reference, mask=None, bins: int = COLOR_
     return float(cv2.compareHist(hist(generated), hist(reference), cv2.HISTCMP_BHATTACHARYYA))
 
 
+def off_palette_share(generated, reference, mask=None, bins: int = COLOR_BINS, floor: float = 0.005) -> float:
+    """Share of the region's pixels whose colour (joint RGB bin, ``bins`` per channel) holds
+    under ``floor`` of the reference region's pixels: colours the true view does not have.
+    Why: cell-sized flecks of foreign hues (magenta in a green brick room) keep a room's
+    gradient energy and edge orientations and move the colour histogram little; this counts them."""
+    m = _region(mask, np.shape(generated))
+    if not m.any():
+        return float("nan")
+
+    def bin_of(a):
+        img = np.asarray(a)
+        if img.dtype != np.uint8:
+            img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+        q = img[m].astype(np.int64) * bins // 256
+        return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+
+    held = np.bincount(bin_of(reference), minlength=bins**3) / m.sum()
+    return float((held[bin_of(generated)] < floor).mean())
+
+
 STRUCTURE_BARS = {"sharpness": (0.7, 1 / 0.7), "color_distance": 0.35}  # orientation: below half of noise's
 
 
 def structure_scores(generated, reference, mask=None) -> dict:
-    """The three structure measures of one view's region (default: the whole view), with
-    white noise's orientation distance for the same reference, and ``passes``: sharpness
+    """The structure measures of one view's region (default: the whole view), with white
+    noise's orientation distance for the same reference, the off-palette share (no bar), and
+    ``passes``: sharpness
     within [0.7, 1/0.7] of the true render's, orientation distance below half of white
     noise's, colour distance below 0.35."""
     s = {
@@ -191,6 +212,7 @@ def structure_scores(generated, reference, mask=None) -> dict:
         "orientation_distance": edge_orientation_distance(generated, reference, mask),
         "noise_orientation_distance": white_noise_orientation_distance(reference, mask),
         "color_distance": color_histogram_distance(generated, reference, mask),
+        "off_palette": off_palette_share(generated, reference, mask),
     }
     lo, hi = STRUCTURE_BARS["sharpness"]
     s["passes"] = bool(lo <= s["sharpness"] <= hi and s["orientation_distance"] < 0.5 * s["noise_orientation_distance"]

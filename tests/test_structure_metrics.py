@@ -9,6 +9,7 @@ from mirage_gym.metrics import (
     color_histogram_distance,
     edge_orientation_distance,
     edge_orientation_histogram,
+    off_palette_share,
     region_sharpness,
     structure_scores,
     white_noise_orientation_distance,
@@ -55,3 +56,24 @@ def test_measures_on_regions():
     assert white_noise_orientation_distance(truth, mask) > 0.5
     assert color_histogram_distance(truth, truth, mask) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(region_sharpness(truth, truth, np.zeros_like(mask)))
+
+
+@pytest.mark.parametrize("seed", [10000, 10007])
+def test_off_palette_counts_foreign_colours_not_blur(seed):
+    # measured on 10000 / 10003 / 10007 / 10011: another true view 0.009-0.046, blur (sigma 2)
+    # 0.003-0.050, truth + noise (sigma 25) 0.64-0.69, white noise 0.96-0.97
+    truth, nearby = _views(seed)
+    rng = np.random.default_rng(0)
+    assert off_palette_share(nearby, truth) < 0.1
+    assert off_palette_share(cv2.GaussianBlur(truth, (0, 0), 2.0), truth) < 0.1  # fog is sharpness's to catch
+    noisy = np.clip(truth + rng.normal(0, 25, truth.shape), 0, 255).astype(np.uint8)
+    assert off_palette_share(noisy, truth) > 0.5
+    flecked = truth.copy()
+    flecked[rng.random(truth.shape[:2]) < 0.2] = (255, 0, 255)  # a fifth of the pixels magenta
+    assert off_palette_share(flecked, truth) == pytest.approx(0.2, abs=0.05)
+    mask = np.zeros(truth.shape[:2], bool)
+    mask[:, :32] = True
+    flecked = truth.copy()
+    flecked[:, 32:] = (255, 0, 255)  # flecks outside the region do not count
+    assert off_palette_share(flecked, truth, mask) == pytest.approx(off_palette_share(truth, truth, mask))
+    assert np.isnan(off_palette_share(truth, truth, np.zeros_like(mask)))
