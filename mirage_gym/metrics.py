@@ -111,6 +111,12 @@ def _luminance_gradients(a) -> tuple[np.ndarray, np.ndarray]:
     return cv2.cartToPolar(gx, gy, angleInDegrees=True)
 
 
+def _as_uint8(a) -> np.ndarray:
+    """An image as uint8 (floats are read on the [0, 1] scale)."""
+    img = np.asarray(a)
+    return img if img.dtype == np.uint8 else (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
 def _region(mask, shape) -> np.ndarray:
     return np.ones(shape[:2], bool) if mask is None else np.asarray(mask, bool)
 
@@ -169,10 +175,7 @@ def color_histogram_distance(generated, reference, mask=None, bins: int = COLOR_
     cv_mask = m.astype(np.uint8)
 
     def hist(a):
-        img = np.asarray(a)
-        if img.dtype != np.uint8:
-            img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-        h = cv2.calcHist([np.ascontiguousarray(img)], [0, 1, 2], cv_mask, [bins] * 3, [0, 256] * 3)
+        h = cv2.calcHist([np.ascontiguousarray(_as_uint8(a))], [0, 1, 2], cv_mask, [bins] * 3, [0, 256] * 3)
         return h / max(1.0, float(h.sum()))
 
     return float(cv2.compareHist(hist(generated), hist(reference), cv2.HISTCMP_BHATTACHARYYA))
@@ -188,10 +191,7 @@ def off_palette_share(generated, reference, mask=None, bins: int = COLOR_BINS, f
         return float("nan")
 
     def bin_of(a):
-        img = np.asarray(a)
-        if img.dtype != np.uint8:
-            img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-        q = img[m].astype(np.int64) * bins // 256
+        q = _as_uint8(a)[m].astype(np.int64) * bins // 256
         return (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
 
     held = np.bincount(bin_of(reference), minlength=bins**3) / m.sum()
