@@ -147,6 +147,9 @@ def _min_pool(x: torch.Tensor, kernel: int, stride: int | None = None, padding: 
 
 
 def _weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` weighted by ``weight``, broadcast over ``x``'s channels (a (B, 1, h, w)
+    mask weighs every channel of its cell)."""
+    weight = weight.expand_as(x)
     return (x * weight).sum() / weight.sum().clamp(min=1e-6)
 
 
@@ -258,9 +261,9 @@ class AdversarialTrainer:
         err = (fake_latent - real_latent) ** 2
         rec_low = F.mse_loss(F.avg_pool2d(fake_latent, 4), F.avg_pool2d(real_latent, 4))
         invented = 1 - mask
-        rec_full = (err * invented).sum() / (invented.sum() * err.shape[1]).clamp(min=1)
+        rec_full = _weighted_mean(err, invented)
         near = invented - away_from_memory(invented)
-        rec_near = (err * near).sum() / (near.sum() * err.shape[1]).clamp(min=1)
+        rec_near = _weighted_mean(err, near)
         depth_rel = self.depth_error(fake, real, invented)
         contrast = self.contrast_error(fake, real, invented)
         diversity = self.diversity(fake_latent, invented, pairs, cfg.diversity_pool)
@@ -282,7 +285,7 @@ class AdversarialTrainer:
         with torch.no_grad():  # detail the sample carries: latent std over invented cells, fake vs real
             def spread(x):
                 hp = x - F.interpolate(F.avg_pool2d(x, 2), scale_factor=2)
-                return float((hp.pow(2) * invented).sum() / (invented.sum() * x.shape[1]).clamp(min=1))
+                return float(_weighted_mean(hp.pow(2), invented))
             detail = spread(fake_latent) / max(spread(real_latent), 1e-8)
         losses = {"d_real": loss_d_real, "d_fake": loss_d_fake, "g_adv": g_adv, "rec_low": rec_low,
                   "rec_full": rec_full, "rec_near": rec_near, "depth_rel": depth_rel, "contrast": contrast, "diversity": diversity, "total": total, "r1": r1}
@@ -302,7 +305,7 @@ class AdversarialTrainer:
         # depth code in [-1, 1] is log depth from DEPTH_NEAR to DEPTH_FAR: a ratio of depths
         ratio = torch.exp((codes[0] - codes[1]) * (0.5 * math.log(DEPTH_FAR / DEPTH_NEAR)))
         weight = F.avg_pool2d(weight, k)
-        return ((ratio - 1).abs() * weight).sum() / weight.sum().clamp(min=1e-6)
+        return _weighted_mean((ratio - 1).abs(), weight)
 
     def contrast_error(self, fake: torch.Tensor, real: torch.Tensor, invented: torch.Tensor) -> torch.Tensor:
         """Mean absolute difference between the per-block standard deviation of the decoded RGB
@@ -317,8 +320,7 @@ class AdversarialTrainer:
             return (F.avg_pool2d(x * x, k) - mean * mean).clamp(min=1e-6).sqrt()
 
         weight = _min_pool(F.interpolate(invented, size=fake.shape[-2:]), k)
-        err = (block_std(fake[:, :3]) - block_std(real[:, :3])).abs() * weight
-        return err.sum() / (weight.sum() * 3).clamp(min=1e-6)
+        return _weighted_mean((block_std(fake[:, :3]) - block_std(real[:, :3])).abs(), weight)
 
     @staticmethod
     def diversity(fake_latent: torch.Tensor, invented: torch.Tensor, pairs: int, pool: int = 1) -> torch.Tensor:
@@ -334,8 +336,7 @@ class AdversarialTrainer:
         a, b = fake_latent[:pairs], fake_latent[pairs:2 * pairs]
         if pool > 1:  # regions wholly away from memory
             a, b, weight = F.avg_pool2d(a, pool), F.avg_pool2d(b, pool), _min_pool(weight, pool)
-        diff = (a - b).abs() * weight
-        return diff.sum() / (weight.sum() * fake_latent.shape[1]).clamp(min=1)
+        return _weighted_mean((a - b).abs(), weight)
 
     # ------------------------------------------------------------------ run, save
 
