@@ -225,11 +225,9 @@ def main(argv=None) -> dict:
                     camera_control(ep, base.fov_deg)
         save_media(out, name, runs[True], runs[False])
     ceiling = [run_episode(backend, seeds, actions, base, truth_fill=True) for actions, _ in LOOPS.values()]
-    results["frames"] = {key: frame_scores(eps, base.fov_deg) for key, eps in
-                         (("memory", episodes[True]), ("no_memory", episodes[False]), ("truth_fill", ceiling))}
-    results["structure"] = {"memory": structure_report(episodes[True], base.fov_deg),
-                            "no_memory": structure_report(episodes[False], base.fov_deg),
-                            "truth_fill": structure_report(ceiling, base.fov_deg)}
+    rollouts = {"memory": episodes[True], "no_memory": episodes[False], "truth_fill": ceiling}
+    results["frames"] = {key: frame_scores(eps, base.fov_deg) for key, eps in rollouts.items()}
+    results["structure"] = {key: structure_report(eps, base.fov_deg) for key, eps in rollouts.items()}
     results["step_ms"] = step_time_ms(backend, base)
     if args.compare_to:
         results["step_vs_other"] = {"other": args.compare_to,
